@@ -1,0 +1,93 @@
+"""Engine overhead against plain diffusers, same weights and settings, measured in one run.
+
+    python -m bench.bench_engine [--model DIR] [--steps 20] [--size N] [--runs 5] [--batch 1]
+
+DIR is a diffusers-format folder (default: the embedded model). Both sides use the same pipeline
+object, sampler (Euler a), CFG, size and seed; runs alternate so drift hits both alike. Prints the
+median seconds per image of each and the ratio engine/diffusers (goal: ≤ 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+
+from modules.models.loaded import LoadedModel, ModelFamily
+from modules.paths import EMBEDDED_MODEL_DIR, Paths
+from modules.processing.engine import Engine
+from modules.processing.request import GenerationRequest
+from modules.settings import SettingsStore
+
+PROMPT = "a red circle on a blue background"
+
+
+class _OneModel:
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    def get(self, checkpoint=None, vae=None) -> LoadedModel:
+        return self.model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=EMBEDDED_MODEL_DIR)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--size", type=int, default=None, help="default: the model's native size")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--fp16", action="store_true", help="half precision (CUDA)")
+    args = ap.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if args.fp16 and device == "cuda" else torch.float32
+    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype, safety_checker=None,
+                                                   requires_safety_checker=False, local_files_only=True).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    size = args.size or pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    model = LoadedModel(title=args.model.name, name=args.model.name, family=ModelFamily.SD1, pipe=pipe,
+                        native_size=size)
+    engine = Engine(_OneModel(model), SettingsStore(None), Paths())
+    request = GenerationRequest(prompt=PROMPT, seed=1, steps=args.steps, cfg_scale=7.0, sampler_name="Euler a",
+                                width=size, height=size, batch_size=args.batch, save_images=False)
+    plain_scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+
+    def run_engine() -> None:
+        engine.generate(request)
+
+    def run_diffusers() -> None:
+        pipe.scheduler = plain_scheduler
+        generator = [torch.Generator(device).manual_seed(1 + i) for i in range(args.batch)]
+        pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=7.0, height=size, width=size,
+             num_images_per_prompt=args.batch, generator=generator)
+
+    def timed(fn) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    run_engine(), run_diffusers()  # warm-up: allocator, kernels, caches
+    engine_s, diffusers_s = [], []
+    for _ in range(args.runs):
+        engine_s.append(timed(run_engine))
+        diffusers_s.append(timed(run_diffusers))
+    e, d = statistics.median(engine_s), statistics.median(diffusers_s)
+    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {name}, dtype: {dtype}, model: {args.model}, size: {size}, steps: {args.steps}, "
+          f"batch: {args.batch}, runs: {args.runs}")
+    print(f"engine   median {e:.3f} s  ({e / args.batch:.3f} s/image)")
+    print(f"diffusers median {d:.3f} s  ({d / args.batch:.3f} s/image)")
+    print(f"ratio engine/diffusers: {e / d:.3f}  (goal <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""A1111-compatible HTTP API (/sdapi/v1) over the one job queue.
+
+    mount_api(app, ctx)      --api: the routes beside the gradio UI, same app and port
+    create_api_app(ctx)      --nowebui: a FastAPI app serving the API alone (docs at /docs)
+    bind_host(args)          127.0.0.1, or 0.0.0.0 with --listen (--server-name wins)
+
+Layers (vLLM's shape): routes.py (thin) → service.py (A1111 JSON ↔ GenerationRequest / result)
+→ ctx.queue → engine; schemas.py holds every request/response model; errors.py maps every
+exception to an HTTP status in one place; auth.py does --api-auth.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modules.api.auth import bind_host, credentials_from_args, make_auth_dependency
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modules.api.service import ApiService
+    from modules.app_context import AppContext
+
+API_TITLE = "Stable Diffusion web UI API"
+
+
+def _build(ctx: "AppContext"):
+    from modules.api.errors import ErrorMapper
+    from modules.api.routes import build_router
+    from modules.api.service import ApiService
+
+    service = ApiService(ctx)
+    mapper = ErrorMapper(lambda kind: service.valid_names(kind))
+    auth = make_auth_dependency(credentials_from_args(ctx.args))
+    return service, build_router(service, mapper, auth), auth
+
+
+def mount_api(app: "FastAPI", ctx: "AppContext") -> "ApiService":
+    """Add /sdapi/v1 to an existing app (gradio's). Our routes go first, so no catch-all route of
+    the host app can shadow them; /docs is added when the host app has none."""
+    from modules.api.routes import add_docs_routes
+
+    service, router, auth = _build(ctx)
+    before = len(app.router.routes)
+    app.include_router(router)
+    added = app.router.routes[before:]
+    del app.router.routes[before:]
+    app.router.routes[0:0] = added
+    paths = {getattr(r, "path", None) for r in app.router.routes}
+    if "/docs" not in paths:
+        if app.openapi_url:  # the host app serves its schema already; add the page over it
+            _add_docs_page(app, auth, app.openapi_url)
+        else:
+            add_docs_routes(app, auth)
+    app.openapi_schema = None  # rebuilt with our routes on the next request
+    return service
+
+
+def _add_docs_page(app: "FastAPI", auth, openapi_url: str) -> None:
+    from fastapi import Depends
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    async def docs():
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - docs")
+
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False,
+                      dependencies=[Depends(auth)] if auth else [])
+
+
+def create_api_app(ctx: "AppContext") -> "FastAPI":
+    """The API alone (--nowebui): /sdapi/v1/*, /docs and /openapi.json, all behind --api-auth."""
+    from fastapi import FastAPI
+
+    from modules.api.routes import add_docs_routes, add_root_redirect
+
+    service, router, auth = _build(ctx)
+    app = FastAPI(title=API_TITLE, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router)
+    add_docs_routes(app, auth)
+    add_root_redirect(app)
+    app.state.api_service = service
+    return app
+
+
+__all__ = ["mount_api", "create_api_app", "bind_host", "make_auth_dependency", "credentials_from_args"]

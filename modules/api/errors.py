@@ -1,0 +1,188 @@
+"""Every error an API route can meet, mapped to an HTTP response in ONE place.
+
+Routes and the service raise plain exceptions (the engine's, the registry's, the ones below);
+`ErrorMapper.to_response` turns each into a JSON body shaped like A1111's
+(`{"error": type, "detail": ..., "body": "", "errors": text}`) with the right status:
+
+    422  a field is invalid (names the field), an image does not decode, an unknown script
+    404  unknown sampler / schedule type / model / VAE / task (lists the valid names)
+    503  no usable model at all
+    409  a task id that is already queued or running
+    401  missing or wrong credentials (auth.py raises it)
+    500  out of memory (readable message; memory is freed so the next request works) and
+         anything unexpected (logged with its traceback; the server carries on)
+
+`mapping_route_class` wraps every route of the API router, so nothing escapes unmapped and
+gradio's own routes (when mounted beside the UI) keep their own handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from fastapi import HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+
+from modules.jobs.queue import UnknownTaskError
+from modules.models.errors import ModelError, NoModelError, UnknownModelError
+from modules.processing.samplers import UnknownSamplerError
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors the API layer raises itself
+
+
+class ApiError(Exception):
+    status_code = 500
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class FieldError(ApiError):
+    """One or more request fields are invalid; `errors` are FastAPI-style {loc, msg, type}."""
+
+    status_code = 422
+
+    def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
+        self.errors = [dict(e) for e in errors]
+        text = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in self.errors)
+        super().__init__(text)
+
+    @classmethod
+    def single(cls, field: str | Sequence[Any], msg: str, type_: str = "value_error") -> "FieldError":
+        loc = ("body", field) if isinstance(field, str) else ("body", *field)
+        return cls([{"loc": loc, "msg": msg, "type": type_}])
+
+
+class InvalidImageError(FieldError):
+    def __init__(self, field: str | Sequence[Any], reason: str) -> None:
+        loc = ("body", field) if isinstance(field, str) else ("body", *field)
+        super().__init__([{"loc": loc, "msg": f"not a valid base64-encoded image: {reason}",
+                           "type": "invalid_image"}])
+
+
+class UnknownScriptError(ApiError):
+    status_code = 422
+
+    def __init__(self, field: str, name: str, valid: Iterable[str]) -> None:
+        valid = list(valid)
+        choices = ", ".join(valid) if valid else "none are installed"
+        super().__init__(f"{field}: script {name!r} not found; available scripts: {choices}",
+                         field=field, valid=valid)
+
+
+class TaskConflictError(ApiError):
+    status_code = 409
+
+
+# ---------------------------------------------------------------------------------------------
+# the mapping
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _free_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # freeing memory is best effort
+        log.debug("could not empty the CUDA cache", exc_info=True)
+
+
+def error_body(exc: BaseException, detail: Any, **extra: Any) -> dict[str, Any]:
+    body = {"error": type(exc).__name__, "detail": detail, "body": "", "errors": str(detail)}
+    body.update(extra)
+    return body
+
+
+class ErrorMapper:
+    """Turns exceptions into responses. `valid_names(kind)` lists checkpoints ("checkpoint") or
+    VAEs ("vae") for 404 bodies; it is given by whoever owns the registry."""
+
+    def __init__(self, valid_names: Optional[Callable[[str], list[str]]] = None) -> None:
+        self._valid_names = valid_names
+
+    def _names(self, kind: str) -> list[str]:
+        if self._valid_names is None:
+            return []
+        try:
+            return list(self._valid_names(kind))
+        except Exception:  # listing must never turn a 404 into a 500
+            log.warning("could not list %s names", kind, exc_info=True)
+            return []
+
+    def to_response(self, exc: Exception) -> JSONResponse:
+        status, body, headers = self._map(exc)
+        return JSONResponse(status_code=status, content=jsonable_encoder(body), headers=headers)
+
+    def _map(self, exc: Exception) -> tuple[int, dict[str, Any], Optional[dict[str, str]]]:
+        if isinstance(exc, HTTPException):
+            return exc.status_code, error_body(exc, exc.detail), getattr(exc, "headers", None)
+        if isinstance(exc, RequestValidationError):
+            errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+            return 422, error_body(exc, errors, errors=FieldError(errors).message), None
+        if isinstance(exc, FieldError):
+            return 422, error_body(exc, exc.errors, errors=exc.message), None
+        if isinstance(exc, ApiError):
+            return exc.status_code, error_body(exc, exc.message, **exc.extra), None
+        if isinstance(exc, UnknownSamplerError):
+            return 404, error_body(exc, str(exc), kind=exc.kind, valid=list(exc.valid)), None
+        if isinstance(exc, UnknownModelError):
+            valid = self._names("vae" if exc.kind.lower() == "vae" else "checkpoint")
+            message = f"{exc} Valid {exc.kind} names: {', '.join(valid) or '(none)'}"
+            return 404, error_body(exc, message, kind=exc.kind, valid=valid, close_matches=exc.close_matches), None
+        if isinstance(exc, NoModelError):
+            return 503, error_body(exc, str(exc)), None
+        if isinstance(exc, ModelError):  # an unusable or unloadable model file: the message names it
+            log.error("model error in an API request: %s", exc)
+            return 500, error_body(exc, str(exc)), None
+        if isinstance(exc, UnknownTaskError):
+            task = exc.args[0] if exc.args else ""
+            return 404, error_body(exc, f"unknown task id {task!r}"), None
+        if _is_out_of_memory(exc):
+            _free_accelerator_memory()
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            message = ("out of memory while generating; try a smaller width/height or batch_size, "
+                       f"or start with --medvram / --lowvram. ({first_line})")
+            log.error("out of memory in an API request: %s", first_line)
+            return 500, error_body(exc, message), None
+        log.error("unexpected error in an API request", exc_info=exc)
+        return 500, error_body(exc, f"{type(exc).__name__}: {exc}"), None
+
+
+def mapping_route_class(mapper: ErrorMapper) -> type[APIRoute]:
+    """An APIRoute class whose handler answers every exception through `mapper`."""
+
+    class MappedErrorsRoute(APIRoute):
+        def get_route_handler(self) -> Callable:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
+                    return mapper.to_response(exc)
+
+            return handle
+
+    return MappedErrorsRoute

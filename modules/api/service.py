@@ -1,0 +1,697 @@
+"""The serving layer: A1111 API requests in, `GenerationRequest`s to the one queue, A1111 responses out.
+
+Routes stay thin: each calls one method here. Generation methods do their CPU work (decoding
+and encoding images) in the thread pool and *await* the job's future, so the event loop stays
+free for /progress, /interrupt and /skip while jobs run. Errors are raised as exceptions and
+turned into HTTP responses by errors.py alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as _dt
+import io
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+from PIL import Image, PngImagePlugin
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from modules import infotext as infotext_mod
+from modules.app_context import AppContext
+from modules.api import schemas
+from modules.api.errors import FieldError, InvalidImageError, TaskConflictError, UnknownScriptError
+from modules.jobs.control import JobState
+from modules.jobs.queue import Job
+from modules.models.errors import UnknownModelError
+from modules.processing import samplers
+from modules.processing.request import (GenerationRequest, GenerationResult, InpaintArea, InpaintOptions,
+                                        MaskedContent, Mode, ResizeMode, RngSource)
+from modules.settings import Options
+from modules.styles import StyleDatabase
+
+log = logging.getLogger(__name__)
+
+RESIZE_MODES = (ResizeMode.JUST_RESIZE, ResizeMode.CROP_AND_RESIZE, ResizeMode.RESIZE_AND_FILL)
+INPAINTING_FILL = (MaskedContent.FILL, MaskedContent.ORIGINAL, MaskedContent.LATENT_NOISE,
+                   MaskedContent.LATENT_NOTHING)
+
+# override_settings that change this one request (everything else is accepted and reported
+# in info.warnings as not applied per request).
+OVERRIDE_TO_REQUEST = {
+    "sd_model_checkpoint": "checkpoint",
+    "sd_vae": "vae",
+    "CLIP_stop_at_last_layers": "clip_skip",
+    "randn_source": "rng_source",
+}
+OVERRIDES_FOR_ENCODING = ("samples_format", "jpeg_quality")
+
+# A1111 fields accepted for compatibility that change nothing here yet (reported when set)
+NOT_APPLIED_FIELDS = ("eta", "s_min_uncond", "s_churn", "s_tmax", "s_tmin", "s_noise", "image_cfg_scale",
+                      "initial_noise_multiplier", "refiner_switch_at")
+
+# GenerationRequest field -> the API field a client sent it as (for 422 messages)
+REQUEST_TO_API = {
+    "batch_count": ("n_iter",),
+    "clip_skip": ("override_settings", "CLIP_stop_at_last_layers"),
+    "checkpoint": ("override_settings", "sd_model_checkpoint"),
+    "vae": ("override_settings", "sd_vae"),
+    "rng_source": ("override_settings", "randn_source"),
+    "init_images": ("init_images",),
+    "mode": ("init_images",),
+    "inpaint": ("mask",),
+}
+INPAINT_TO_API = {
+    "mask": "mask",
+    "mask_blur": "mask_blur",
+    "masked_content": "inpainting_fill",
+    "inpaint_area": "inpaint_full_res",
+    "only_masked_padding": "inpaint_full_res_padding",
+    "invert_mask": "inpainting_mask_invert",
+}
+# request_fields_from_infotext keys -> the API fields that, when sent, win over the infotext
+INFOTEXT_FIELD_SOURCES = {
+    "prompt": ("prompt",), "negative_prompt": ("negative_prompt",), "steps": ("steps",),
+    "sampler_name": ("sampler_name", "sampler_index"), "scheduler": ("scheduler",), "cfg_scale": ("cfg_scale",),
+    "seed": ("seed",), "width": ("width",), "height": ("height",), "subseed": ("subseed",),
+    "subseed_strength": ("subseed_strength",), "seed_resize_from_w": ("seed_resize_from_w",),
+    "seed_resize_from_h": ("seed_resize_from_h",), "denoising_strength": ("denoising_strength",),
+}
+INFOTEXT_OVERRIDES = {"clip_skip": "CLIP_stop_at_last_layers", "rng_source": "randn_source",
+                      "checkpoint": "sd_model_checkpoint", "vae": "sd_vae"}
+INFOTEXT_INPAINT_SOURCES = {"mask_blur": ("mask_blur", "mask_blur_x", "mask_blur_y"),
+                            "masked_content": ("inpainting_fill",), "inpaint_area": ("inpaint_full_res",),
+                            "only_masked_padding": ("inpaint_full_res_padding",),
+                            "invert_mask": ("inpainting_mask_invert",)}
+# infotext keys A1111 keeps out of Processed.extra_generation_params
+CORE_INFOTEXT_KEYS = {"Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "VAE hash", "VAE",
+                      "Variation seed", "Variation seed strength", "Seed resize from", "Denoising strength",
+                      "Clip skip", "RNG", "Version"}
+
+
+# ---------------------------------------------------------------------------------------------
+# images in and out
+
+
+def decode_image(data: Any, field: str | Sequence[Any]) -> Image.Image:
+    """A base64 string (plain or a data: URL) -> a loaded PIL image; InvalidImageError (422) otherwise."""
+    if not isinstance(data, str) or not data.strip():
+        raise InvalidImageError(field, "empty")
+    text = data.strip()
+    if text.startswith(("http://", "https://")):
+        raise InvalidImageError(field, "URLs are not fetched; send the image itself as base64")
+    if text.startswith("data:"):
+        head, sep, text = text.partition(",")
+        if not sep or ";base64" not in head:
+            raise InvalidImageError(field, "a data: URL must carry base64 data")
+    text = "".join(text.split())
+    text += "=" * (-len(text) % 4)
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            raw = base64.b64decode(text, altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise InvalidImageError(field, f"corrupt base64 ({err})") from None
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except Image.DecompressionBombError as err:
+        raise InvalidImageError(field, f"image too large ({err})") from None
+    except Exception as err:  # PIL raises many types for non-images and truncated files
+        raise InvalidImageError(field, f"cannot read it as an image ({type(err).__name__}: {err})") from None
+    return image
+
+
+def mask_to_l(mask: Image.Image) -> Image.Image:
+    """A1111's rule: an RGBA mask with transparency is its alpha channel, anything else its luminance."""
+    if mask.mode in ("RGBA", "LA") or (mask.mode == "P" and "transparency" in mask.info):
+        rgba = mask.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema() != (255, 255):
+            return alpha
+        return rgba.convert("L")
+    return mask.convert("L")
+
+
+def encode_image(image: Image.Image, infotext: str = "", fmt: str = "png", quality: int = 80) -> str:
+    """Base64 of the image in the samples format, carrying its infotext like a saved file does."""
+    fmt = (fmt or "png").lower()
+    buffer = io.BytesIO()
+    if fmt in ("jpg", "jpeg", "webp"):
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        extra = {"exif": infotext_mod.user_comment_exif(infotext)} if infotext else {}
+        image.save(buffer, format="JPEG" if fmt != "webp" else "WEBP", quality=quality, **extra)
+    else:
+        pnginfo = None
+        if infotext:
+            pnginfo = PngImagePlugin.PngInfo()
+            pnginfo.add_text(infotext_mod.INFOTEXT_KEY, infotext)
+        image.save(buffer, format="PNG", pnginfo=pnginfo)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------
+# mapping
+
+
+@dataclass
+class Prepared:
+    """A validated API request, ready for the queue."""
+
+    request: GenerationRequest
+    task_id: Optional[str]
+    send_images: bool
+    samples_format: str
+    jpeg_quality: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _loc(request_loc: Sequence[Any], from_infotext: set[str]) -> tuple[Any, ...]:
+    """A GenerationRequest error location -> the API field the value came from."""
+    if not request_loc:
+        return ("body",)
+    head, rest = request_loc[0], tuple(request_loc[1:])
+    if head in from_infotext:
+        return ("body", "infotext", head, *rest)
+    if head == "inpaint" and rest and rest[0] in INPAINT_TO_API:
+        return ("body", INPAINT_TO_API[rest[0]], *rest[1:])
+    return ("body", *REQUEST_TO_API.get(head, (head,)), *rest)
+
+
+def _field_errors(err: ValidationError, from_infotext: set[str] = frozenset(),
+                  prefix: Sequence[Any] = ()) -> FieldError:
+    errors = []
+    for e in err.errors(include_url=False):
+        loc = _loc((*prefix, *e["loc"]), from_infotext)
+        msg = e["msg"].removeprefix("Value error, ")
+        errors.append({"loc": loc, "msg": msg, "type": e["type"]})
+    return FieldError(errors)
+
+
+def _clean_name(value: Any) -> Optional[str]:
+    return None if value is None or str(value).strip() == "" else str(value).strip()
+
+
+class ApiService:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.styles = StyleDatabase(ctx.paths.styles_file)
+
+    # =========================================================================== generation
+    async def txt2img(self, body: schemas.Txt2ImgRequest) -> schemas.TextToImageResponse:
+        prepared = await run_in_threadpool(self.prepare, body, False)
+        job, result = await self._run(prepared)
+        return await run_in_threadpool(self.respond, body, prepared, job, result, schemas.TextToImageResponse)
+
+    async def img2img(self, body: schemas.Img2ImgRequest) -> schemas.ImageToImageResponse:
+        prepared = await run_in_threadpool(self.prepare, body, True)
+        job, result = await self._run(prepared)
+        return await run_in_threadpool(self.respond, body, prepared, job, result, schemas.ImageToImageResponse)
+
+    async def _run(self, prepared: Prepared) -> tuple[Job, GenerationResult]:
+        opts = self.ctx.settings.get()
+        preview_every = opts.show_progress_every_n_steps if opts.live_previews_enable else 0
+        try:
+            job = self.ctx.queue.submit(prepared.request, prepared.task_id, preview_every=preview_every)
+        except ValueError as err:  # the queue refuses a task id that is still queued or running
+            raise TaskConflictError(str(err)) from None
+        result = await asyncio.wrap_future(job.future)
+        return job, result
+
+    # ---------------------------------------------------------------- request -> GenerationRequest
+    def prepare(self, body: schemas._GenerationBase, is_img2img: bool) -> Prepared:
+        warnings: list[str] = []
+        self._refuse_unbuilt_features(body)
+        self._check_scripts(body, is_img2img)
+        sent = set(body.model_fields_set)
+        if body.model_extra:
+            warnings.append("ignored unknown field(s): " + ", ".join(sorted(body.model_extra)))
+        unapplied = sorted(k for k in NOT_APPLIED_FIELDS if getattr(body, k, None) is not None)
+        if unapplied:
+            warnings.append("accepted but not applied: " + ", ".join(unapplied))
+
+        overrides = dict(body.override_settings or {})
+        infotext_fields, infotext_inpaint = self._infotext_fields(body, sent, overrides, is_img2img, warnings)
+        opts = self._options_with_overrides(overrides, warnings)
+
+        sampler = body.sampler_name or body.sampler_index or "Euler"
+        fields: dict[str, Any] = dict(
+            prompt=body.prompt or "", negative_prompt=body.negative_prompt or "",
+            styles=tuple(self._check_styles(body.styles or [])),
+            seed=body.seed, subseed=body.subseed, subseed_strength=body.subseed_strength,
+            seed_resize_from_w=body.seed_resize_from_w, seed_resize_from_h=body.seed_resize_from_h,
+            sampler_name=sampler, scheduler=body.scheduler or samplers.AUTOMATIC,
+            steps=body.steps, cfg_scale=body.cfg_scale, width=body.width, height=body.height,
+            batch_count=body.n_iter, batch_size=body.batch_size,
+            clip_skip=opts.CLIP_stop_at_last_layers, rng_source=RngSource(opts.randn_source),
+            checkpoint=_clean_name(overrides.get("sd_model_checkpoint")),
+            vae=_clean_name(overrides.get("sd_vae")),
+            save_images=body.save_images, save_grid=body.save_images,
+        )
+        fields.update(infotext_fields)
+        if fields["styles"]:  # as the UI does: the styles go into the prompts, their names into infotext
+            fields["prompt"], fields["negative_prompt"] = self.styles.apply(
+                fields["prompt"], fields["negative_prompt"], fields["styles"])
+        for key in ("seed_resize_from_w", "seed_resize_from_h"):  # A1111's -1 (and 0) mean off
+            fields[key] = max(0, fields[key])
+        from_infotext = set(infotext_fields)
+
+        inpaint = None
+        if is_img2img:
+            assert isinstance(body, schemas.Img2ImgRequest)
+            fields["mode"], fields["init_images"], inpaint = self._img2img_fields(
+                body, sent, infotext_inpaint, warnings)
+            fields["denoising_strength"] = fields.get("denoising_strength", body.denoising_strength)
+            fields["resize_mode"] = RESIZE_MODES[body.resize_mode]
+        else:
+            fields.pop("denoising_strength", None)  # only hires fix would use it in txt2img
+
+        # unknown sampler / schedule names: 404 with the valid names before the job waits in line
+        samplers.resolve(fields["sampler_name"], fields["scheduler"])
+        self._check_model_names(fields.get("checkpoint"), fields.get("vae"))
+
+        try:
+            request = GenerationRequest(**fields, inpaint=inpaint)
+        except ValidationError as err:
+            raise _field_errors(err, from_infotext) from None
+        return Prepared(request=request, task_id=_clean_name(body.force_task_id), send_images=body.send_images,
+                        samples_format=str(opts.samples_format), jpeg_quality=int(opts.jpeg_quality),
+                        warnings=warnings)
+
+    @staticmethod
+    def _refuse_unbuilt_features(body: schemas._GenerationBase) -> None:
+        """Say clearly what is not built yet instead of quietly producing something else."""
+        if body.restore_faces:
+            raise FieldError.single("restore_faces", "face restoration is not available yet (no face restorers)")
+        if body.tiling:
+            raise FieldError.single("tiling", "tiling is not available yet")
+        if _clean_name(body.refiner_checkpoint):
+            raise FieldError.single("refiner_checkpoint", "the refiner is not available yet")
+        if isinstance(body, schemas.Txt2ImgRequest) and body.enable_hr:
+            raise FieldError.single("enable_hr", "hires fix is not available yet")
+        if isinstance(body, schemas.Img2ImgRequest):
+            if not 0 <= body.resize_mode < len(RESIZE_MODES):
+                raise FieldError.single("resize_mode", "must be 0 (just resize), 1 (crop and resize) or "
+                                                       f"2 (resize and fill), got {body.resize_mode}")
+            if not 0 <= body.inpainting_fill < len(INPAINTING_FILL):
+                raise FieldError.single("inpainting_fill", "must be 0 (fill), 1 (original), 2 (latent noise) or "
+                                                           f"3 (latent nothing), got {body.inpainting_fill}")
+            if body.inpainting_mask_invert not in (0, 1):
+                raise FieldError.single("inpainting_mask_invert", f"must be 0 or 1, got {body.inpainting_mask_invert}")
+            if _clean_name(body.latent_mask):
+                raise FieldError.single("latent_mask", "a separate latent mask is not supported; send `mask`")
+
+    def available_scripts(self, is_img2img: bool) -> list[str]:
+        """Script titles that exist for this tab. None yet: the scripts system is a later issue."""
+        return []
+
+    def _check_scripts(self, body: schemas._GenerationBase, is_img2img: bool) -> None:
+        available = self.available_scripts(is_img2img)
+        lowered = {s.lower() for s in available}
+        name = _clean_name(body.script_name)
+        if name is not None and name.lower() not in lowered:
+            raise UnknownScriptError("script_name", name, available)
+        for name in body.alwayson_scripts or {}:
+            if str(name).lower() not in lowered:
+                raise UnknownScriptError("alwayson_scripts", str(name), available)
+
+    def _check_styles(self, names: Iterable[str]) -> list[str]:
+        names = [str(n) for n in names]
+        known = self.styles.names()
+        for i, name in enumerate(names):
+            if name not in known:
+                listed = ", ".join(repr(k) for k in known) or "none are defined in styles.csv"
+                raise FieldError.single(("styles", i), f"unknown style {name!r}; styles: {listed}")
+        return names
+
+    def _options_with_overrides(self, overrides: dict[str, Any], warnings: list[str]) -> Options:
+        """The settings snapshot with this request's override_settings applied (never stored)."""
+        opts = self.ctx.settings.get()
+        known = type(opts).model_fields
+        for key in overrides:
+            if key not in known:
+                raise FieldError.single(("override_settings", key),
+                                        "unknown setting; see GET /sdapi/v1/options for the names")
+        checked = {k: v for k, v in overrides.items() if k not in ("sd_model_checkpoint", "sd_vae")}
+        try:
+            opts = opts.updated(checked)
+        except ValidationError as err:
+            raise FieldError([{"loc": ("body", "override_settings", *e["loc"]),
+                               "msg": e["msg"].removeprefix("Value error, "), "type": e["type"]}
+                              for e in err.errors(include_url=False)]) from None
+        ignored = sorted(k for k in overrides if k not in OVERRIDE_TO_REQUEST and k not in OVERRIDES_FOR_ENCODING)
+        if ignored:
+            warnings.append("override_settings not applied per request: " + ", ".join(ignored))
+        return opts
+
+    def _infotext_fields(self, body: schemas._GenerationBase, sent: set[str], overrides: dict[str, Any],
+                         is_img2img: bool, warnings: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Fields from `infotext` that the client did not send (A1111's rule). Settings it names
+        (clip skip, RNG, model, VAE) go into `overrides` unless the client overrode them."""
+        text = _clean_name(body.infotext)
+        if text is None:
+            return {}, {}
+        parsed = infotext_mod.request_fields_from_infotext(body.infotext)
+        fields: dict[str, Any] = {}
+        for key, sources in INFOTEXT_FIELD_SOURCES.items():
+            if key in parsed and not sent.intersection(sources):
+                if key == "denoising_strength" and not is_img2img:
+                    continue
+                fields[key] = parsed[key]
+        for key, option in INFOTEXT_OVERRIDES.items():
+            if key not in parsed or option in overrides:
+                continue
+            value = parsed[key]
+            if key == "checkpoint" and not self._is_known("checkpoint", str(value)):
+                warnings.append(f"infotext model {value!r} is not available; using the current model")
+                continue
+            if key == "vae" and not self._is_known("vae", str(value)):
+                warnings.append(f"infotext VAE {value!r} is not available; using the VAE setting")
+                continue
+            overrides[option] = value.value if isinstance(value, RngSource) else value
+        inpaint = {k: v for k, v in (parsed.get("inpaint_options") or {}).items()
+                   if not sent.intersection(INFOTEXT_INPAINT_SOURCES.get(k, ()))}
+        return fields, inpaint
+
+    def _img2img_fields(self, body: schemas.Img2ImgRequest, sent: set[str], infotext_inpaint: dict[str, Any],
+                        warnings: list[str]) -> tuple[Mode, tuple[Image.Image, ...], Optional[InpaintOptions]]:
+        if not body.init_images:
+            raise FieldError.single("init_images", "img2img needs at least one base64 image in init_images",
+                                    "missing")
+        images = tuple(decode_image(data, ("init_images", i)).convert("RGB")
+                       for i, data in enumerate(body.init_images))
+        if _clean_name(body.mask) is None:
+            return Mode.IMG2IMG, images, None
+        mask = mask_to_l(decode_image(body.mask, "mask"))
+        if body.mask_blur is not None:
+            blur = body.mask_blur
+        else:
+            blur = body.mask_blur_x
+            if body.mask_blur_y != body.mask_blur_x:
+                warnings.append("mask_blur_x and mask_blur_y differ; one blur radius (mask_blur_x) is used")
+        options: dict[str, Any] = dict(
+            mask=mask, mask_blur=blur, masked_content=INPAINTING_FILL[body.inpainting_fill],
+            inpaint_area=InpaintArea.ONLY_MASKED if body.inpaint_full_res else InpaintArea.WHOLE_PICTURE,
+            only_masked_padding=body.inpaint_full_res_padding, invert_mask=bool(body.inpainting_mask_invert),
+        )
+        options.update(infotext_inpaint)
+        try:
+            inpaint = InpaintOptions(**options)
+        except ValidationError as err:
+            raise _field_errors(err, prefix=("inpaint",)) from None
+        return Mode.INPAINT, images, inpaint
+
+    # ---------------------------------------------------------------- result -> response
+    def respond(self, body: schemas._GenerationBase, prepared: Prepared, job: Job, result: GenerationResult,
+                model: type[schemas.GenerationResponse]) -> schemas.GenerationResponse:
+        images = list(result.images)
+        infotexts = list(result.infotexts)
+        first_index = 0
+        if result.grid is not None:  # as A1111: the grid comes first, with the first image's infotext
+            images.insert(0, result.grid)
+            infotexts.insert(0, infotexts[0] if infotexts else "")
+            first_index = 1
+        encoded = []
+        if prepared.send_images:
+            encoded = [encode_image(img, text, prepared.samples_format, prepared.jpeg_quality)
+                       for img, text in zip(images, infotexts)]
+        parameters = body.model_dump()
+        if isinstance(body, schemas.Img2ImgRequest) and not body.include_init_images:
+            parameters["init_images"] = None
+            parameters["mask"] = None
+        info = self.info_dict(prepared, job, result, infotexts, first_index)
+        return model(images=encoded, parameters=parameters, info=json.dumps(info, default=str))
+
+    @staticmethod
+    def info_dict(prepared: Prepared, job: Job, result: GenerationResult, infotexts: list[str],
+                  first_index: int) -> dict[str, Any]:
+        request = prepared.request
+        params = infotext_mod.parse_infotext(result.infotexts[0]).params if result.infotexts else {}
+        started = job.control.snapshot().started_at or job.submitted_at
+        return {
+            "prompt": result.prompts[0] if result.prompts else request.prompt,
+            "all_prompts": list(result.prompts),
+            "negative_prompt": result.negative_prompts[0] if result.negative_prompts else request.negative_prompt,
+            "all_negative_prompts": list(result.negative_prompts),
+            "seed": result.seeds[0] if result.seeds else request.seed,
+            "all_seeds": list(result.seeds),
+            "subseed": result.subseeds[0] if result.subseeds else request.subseed,
+            "all_subseeds": list(result.subseeds),
+            "subseed_strength": request.subseed_strength,
+            "width": result.width,
+            "height": result.height,
+            "sampler_name": result.sampler_name,
+            "scheduler": result.scheduler,
+            "cfg_scale": request.cfg_scale,
+            "steps": request.steps,
+            "batch_size": request.batch_size,
+            "restore_faces": False,
+            "face_restoration_model": None,
+            "sd_model_name": params.get("Model"),
+            "sd_model_hash": params.get("Model hash"),
+            "sd_vae_name": params.get("VAE"),
+            "sd_vae_hash": params.get("VAE hash"),
+            "seed_resize_from_w": request.seed_resize_from_w or -1,
+            "seed_resize_from_h": request.seed_resize_from_h or -1,
+            "denoising_strength": request.denoising_strength if request.mode is not Mode.TXT2IMG else None,
+            "extra_generation_params": {k: v for k, v in params.items() if k not in CORE_INFOTEXT_KEYS},
+            "index_of_first_image": first_index,
+            "infotexts": infotexts,
+            "styles": list(request.styles),
+            "job_timestamp": _dt.datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S"),
+            "clip_skip": request.clip_skip,
+            "is_using_inpainting_conditioning": False,
+            "version": None,
+            # beyond A1111
+            "task_id": job.id,
+            "model_title": result.model_title,
+            "interrupted": result.interrupted,
+            "warnings": [*prepared.warnings, *result.warnings],
+            "timings": asdict(result.timings),
+        }
+
+    # =========================================================================== progress & control
+    def progress(self, task_id: Optional[str], skip_current_image: bool) -> schemas.ProgressResponse:
+        queue = self.ctx.queue
+        position = None
+        if task_id:
+            job = queue.get(task_id)  # UnknownTaskError -> 404
+            position = queue.position(task_id)
+        else:
+            job = queue.current
+        pending = queue.pending_count
+        if job is None:
+            return schemas.ProgressResponse(progress=0.0, eta_relative=0.0, state=schemas.ProgressState(),
+                                            textinfo=None, queue_pending=pending)
+        snap = job.control.snapshot()
+        started = snap.started_at or job.submitted_at
+        state = schemas.ProgressState(
+            skipped=snap.skipped, interrupted=snap.interrupted, job=job.id,
+            job_count=snap.batch_count or job.request.batch_count,
+            job_timestamp=_dt.datetime.fromtimestamp(started).strftime("%Y%m%d%H%M%S"),
+            job_no=snap.batch_index, sampling_step=snap.step, sampling_steps=snap.total_steps or job.request.steps,
+        )
+        image = None
+        if snap.preview is not None and not skip_current_image:
+            image = encode_image(snap.preview)
+        finished = snap.state in (JobState.DONE, JobState.FAILED)
+        return schemas.ProgressResponse(
+            progress=snap.fraction, eta_relative=0.0 if finished else (snap.eta_s or 0.0), state=state,
+            current_image=image, textinfo=snap.textinfo or None, task_id=job.id, status=snap.state.value,
+            queue_position=position, queue_pending=pending,
+        )
+
+    def interrupt(self, task_id: Optional[str]) -> dict:
+        self.ctx.queue.interrupt(task_id or None)
+        return {}
+
+    def skip(self, task_id: Optional[str]) -> dict:
+        self.ctx.queue.skip(task_id or None)
+        return {}
+
+    # =========================================================================== png info
+    def png_info(self, body: schemas.PNGInfoRequest) -> schemas.PNGInfoResponse:
+        image = decode_image(body.image, "image")
+        text = infotext_mod.read_infotext(image) or ""
+        items = {k: v for k, v in image.info.items()
+                 if isinstance(k, str) and k != infotext_mod.INFOTEXT_KEY
+                 and isinstance(v, (str, int, float, bool, tuple, list))}
+        parameters: dict[str, Any] = {}
+        if text:
+            data = infotext_mod.parse_infotext(text)
+            parameters = {"Prompt": data.prompt, "Negative prompt": data.negative_prompt}
+            for key, value in data.params.items():
+                size = _SIZE_RE.match(value.strip()) if isinstance(value, str) else None
+                if size is not None:  # A1111 splits "512x768" into "Size-1" and "Size-2"
+                    parameters[f"{key}-1"], parameters[f"{key}-2"] = size.group(1), size.group(2)
+                else:
+                    parameters[key] = value
+        return schemas.PNGInfoResponse(info=text, items=items, parameters=parameters)
+
+    # =========================================================================== models
+    @property
+    def registry(self):
+        return self.ctx.registry
+
+    def _is_known(self, kind: str, name: str) -> bool:
+        try:
+            self._require_known(kind, name)
+        except UnknownModelError:
+            return False
+        return True
+
+    def valid_names(self, kind: str) -> list[str]:
+        """Usable checkpoint titles, or the VAE choices ("Automatic", "None", names), for 404 bodies."""
+        if kind == "vae":
+            return list(self.registry.vae_choices())
+        return list(self.registry.checkpoint_titles())
+
+    def _check_model_names(self, checkpoint: Optional[str], vae: Optional[str]) -> None:
+        if checkpoint is not None:
+            self._require_known("checkpoint", checkpoint)
+        if vae is not None:
+            self._require_known("vae", vae)
+
+    def _require_known(self, kind: str, name: str) -> None:
+        """UnknownModelError (404 with the valid names) unless the registry knows `name`."""
+        if kind == "vae":
+            self.registry.find_vae(name)
+        else:
+            self.registry.find_checkpoint(name)
+
+    def sd_models(self) -> list[schemas.SDModelItem]:
+        """Usable checkpoints (files that cannot be loaded are left out: nobody can pick them)."""
+        return [schemas.SDModelItem(title=c.title, model_name=c.model_name, hash=c.short_hash, sha256=c.sha256,
+                                    filename=str(c.path), config=None)
+                for c in self.registry.checkpoints() if c.usable]
+
+    def sd_vaes(self) -> list[schemas.SDVaeItem]:
+        return [schemas.SDVaeItem(model_name=v.name, filename=str(v.path))
+                for v in self.registry.vaes() if v.usable]
+
+    def refresh_checkpoints(self) -> None:
+        self.registry.refresh()
+
+    def refresh_vae(self) -> None:
+        self.registry.refresh()  # one scan covers checkpoints and VAEs
+
+    def unload_checkpoint(self) -> dict:
+        self.registry.unload()
+        return {}
+
+    def reload_checkpoint(self) -> dict:
+        self.registry.reload()
+        return {}
+
+    # =========================================================================== options & flags
+    def get_options(self) -> dict[str, Any]:
+        return self.ctx.settings.get().model_dump()
+
+    def set_options(self, changes: dict[str, Any]) -> None:
+        """Validate everything first, switch the model / VAE the change names (A1111 loads it
+        at once), then store the settings."""
+        if not isinstance(changes, dict):
+            raise FieldError.single((), "expected a JSON object of option names and values")
+        current = self.ctx.settings.get()
+        unknown = sorted(k for k in changes if k not in type(current).model_fields)
+        if unknown:
+            raise FieldError([{"loc": ("body", k), "msg": "unknown option", "type": "extra_forbidden"}
+                              for k in unknown])
+        try:
+            current.updated(changes)
+        except ValidationError as err:
+            raise FieldError([{"loc": ("body", *e["loc"]), "msg": e["msg"].removeprefix("Value error, "),
+                               "type": e["type"]} for e in err.errors(include_url=False)]) from None
+        checkpoint = _clean_name(changes.get("sd_model_checkpoint"))
+        if checkpoint is not None:
+            self.registry.select(checkpoint)
+        vae = _clean_name(changes.get("sd_vae"))
+        if vae is not None:
+            self.registry.select_vae(vae)
+        self.ctx.settings.update(changes)
+
+    def cmd_flags(self) -> dict[str, Any]:
+        flags = dict(vars(self.ctx.args))
+        for secret in ("api_auth", "gradio_auth"):  # never hand credentials to whoever asks
+            if flags.get(secret):
+                flags[secret] = "********"
+        return flags
+
+    # =========================================================================== lists
+    @staticmethod
+    def sampler_items() -> list[schemas.SamplerItem]:
+        items = []
+        for spec in samplers.SAMPLERS:
+            schedule = samplers.find_schedule(spec.default_schedule)
+            options: dict[str, Any] = {"scheduler": schedule.api_name}
+            if spec.note:
+                options["note"] = spec.note
+            items.append(schemas.SamplerItem(name=spec.name, aliases=list(spec.aliases), options=options))
+        return items
+
+    @staticmethod
+    def scheduler_items() -> list[schemas.SchedulerItem]:
+        return [schemas.SchedulerItem(name=s.api_name, label=s.name, aliases=None, default_rho=-1,
+                                      need_inner_model=False) for s in samplers.SCHEDULES]
+
+    def prompt_styles(self) -> list[schemas.PromptStyleItem]:
+        out = []
+        for name in self.styles.names():
+            style = self.styles.get(name)
+            out.append(schemas.PromptStyleItem(name=style.name, prompt=style.prompt,
+                                               negative_prompt=style.negative_prompt))
+        return out
+
+    @staticmethod
+    def memory() -> schemas.MemoryResponse:
+        return schemas.MemoryResponse(ram=_ram_stats(), cuda=_cuda_stats())
+
+
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _ram_stats() -> dict[str, Any]:
+    try:
+        info = {}
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                info[key] = int(rest.split()[0]) * 1024
+        total = info["MemTotal"]
+        free = info.get("MemAvailable", info.get("MemFree", 0))
+        with open(f"/proc/{os.getpid()}/statm", encoding="ascii") as fh:
+            rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return {"free": free, "used": rss, "total": total}
+    except Exception as err:  # not Linux, or /proc unreadable
+        return {"error": f"{err}"}
+
+
+def _cuda_stats() -> dict[str, Any]:
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_available():
+            return {"error": "unavailable"}
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+
+        def pair(name: str) -> dict[str, int]:
+            return {"current": stats.get(f"{name}.all.current", 0), "peak": stats.get(f"{name}.all.peak", 0)}
+
+        return {
+            "system": {"free": free, "used": total - free, "total": total},
+            "active": pair("active_bytes"), "allocated": pair("allocated_bytes"),
+            "reserved": pair("reserved_bytes"), "inactive": pair("inactive_split_bytes"),
+            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+        }
+    except Exception as err:
+        return {"error": f"{err}"}

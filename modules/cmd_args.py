@@ -1,0 +1,57 @@
+"""Command-line flags, named as A1111 names them so users' habits and scripts carry over."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="launch.py", description="Stable Diffusion web UI")
+    net = p.add_argument_group("network")
+    net.add_argument("--listen", action="store_true", help="listen on 0.0.0.0 instead of 127.0.0.1")
+    net.add_argument("--server-name", default=None, help="host name to bind (overrides --listen)")
+    net.add_argument("--port", type=int, default=7860)
+    net.add_argument("--share", action="store_true", help="create a public gradio share link")
+    net.add_argument("--autolaunch", action="store_true", help="open the UI in the default browser")
+    net.add_argument("--api", action="store_true", help="serve /sdapi/v1 beside the UI")
+    net.add_argument("--nowebui", action="store_true", help="serve the API alone")
+    net.add_argument("--api-auth", default=None, help="user:pass[,user2:pass2] for the API")
+    net.add_argument("--gradio-auth", default=None, help="user:pass[,user2:pass2] for the UI")
+    net.add_argument("--gradio-auth-path", default=None, help="file with user:pass lines or comma lists")
+    ui = p.add_argument_group("ui")
+    ui.add_argument("--theme", choices=["light", "dark"], default=None)
+    ui.add_argument("--data-dir", default=None, help="base folder for models, outputs and settings")
+    ui.add_argument("--ui-settings-file", default=None, help="settings file (default config.json)")
+    ui.add_argument("--ui-config-file", default=None, help="UI defaults file (default ui-config.json)")
+    models = p.add_argument_group("models")
+    models.add_argument("--ckpt", default=None, help="checkpoint to load at start")
+    models.add_argument("--ckpt-dir", action="append", default=[], help="extra checkpoint folder")
+    models.add_argument("--vae-dir", default=None)
+    models.add_argument("--no-hashing", action="store_true", help="do not hash checkpoints")
+    perf = p.add_argument_group("performance")
+    perf.add_argument("--no-half", action="store_true", help="keep the model in fp32 on CUDA")
+    perf.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32 on CUDA")
+    perf.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    perf.add_argument("--medvram", action="store_true", help="model CPU offload")
+    perf.add_argument("--lowvram", action="store_true", help="sequential CPU offload")
+    perf.add_argument("--use-cpu", action="store_true", help="run on the CPU even when CUDA exists")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def parse_credentials(text: str) -> list[tuple[str, str]]:
+    """'user:pass,user2:pass2' (commas or newlines) -> [(user, pass), ...]; a bad entry is an error."""
+    pairs = []
+    for entry in text.replace("\n", ",").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user:
+            raise ValueError(f"credentials must look like user:password, got {entry!r}")
+        pairs.append((user, password))
+    return pairs

@@ -1,0 +1,419 @@
+"""Prompts to the tensors the denoising loop needs, the A1111 way.
+
+`PromptEncoder` turns one text into a `Conditioning`: attention weights and ``BREAK`` from
+`prompt_parser.parse_attention`, no 75-token limit (the text is cut into chunks of 75 tokens, each
+encoded as its own 77-token CLIP sequence and the results joined along the token axis), A1111's clip
+skip, and SDXL's two encoders plus pooled embedding.
+
+`ScheduledConditioning` adds prompt editing and alternation for a batch: ``at(step)`` gives the
+batched conditioning for a sampling step and hands back the very same object while nothing changes.
+
+`make_same_length` pads a positive/negative pair to the same number of chunks so they can go through
+the UNet in one CFG batch.
+
+Tensors returned here are shared (cached); treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+
+from modules.processing.prompt_parser import PromptSchedule, WeightedText, parse_attention
+
+__all__ = [
+    "CHUNK_TOKENS",
+    "CHUNK_LENGTH",
+    "EMPHASIS_MODES",
+    "TokenCount",
+    "Conditioning",
+    "PromptChunk",
+    "split_into_chunks",
+    "PromptEncoder",
+    "ScheduledConditioning",
+    "ScheduledPair",
+    "make_same_length",
+]
+
+CHUNK_LENGTH = 75  # prompt tokens per chunk
+CHUNK_TOKENS = CHUNK_LENGTH + 2  # with BOS and EOS: what CLIP sees
+COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
+EMPHASIS_MODES = ("Original", "No norm", "None")
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """For the UI's live counter: ``used/limit``, as A1111 shows it."""
+
+    used: int
+    limit: int
+
+
+@dataclass(eq=False)  # tensors: compare with torch, not ==
+class Conditioning:
+    """Text conditioning for a batch.
+
+    `embeds` is ``[B, 77*k, D]``; `pooled` is ``[B, P]`` for SDXL and None otherwise. `empty_chunk`
+    (``[1, 77, D]``) is the encoding of an empty prompt chunk from the same encoder and clip skip,
+    the filler when two conditionings must have the same number of chunks.
+    """
+
+    embeds: torch.Tensor
+    pooled: Optional[torch.Tensor] = None
+    empty_chunk: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
+
+    @property
+    def batch_size(self) -> int:
+        return self.embeds.shape[0]
+
+    @property
+    def chunks(self) -> int:
+        return self.embeds.shape[1] // CHUNK_TOKENS
+
+    def pad_to_length(self, chunks: int) -> "Conditioning":
+        """This conditioning with empty chunks appended up to `chunks` chunks (self if already)."""
+        missing = chunks - self.chunks
+        if missing <= 0:
+            return self
+        if self.empty_chunk is None:
+            raise ValueError("cannot pad this conditioning: it carries no empty_chunk encoding")
+        filler = self.empty_chunk.to(self.embeds.device, self.embeds.dtype)
+        filler = filler.expand(self.batch_size, -1, -1).repeat(1, missing, 1)
+        return Conditioning(torch.cat([self.embeds, filler], dim=1), self.pooled, self.empty_chunk)
+
+    @staticmethod
+    def cat(items: Sequence["Conditioning"]) -> "Conditioning":
+        """Concatenate along the batch axis, padding shorter items with empty chunks first."""
+        if not items:
+            raise ValueError("Conditioning.cat needs at least one item")
+        if len(items) == 1:
+            return items[0]
+        longest = max(c.chunks for c in items)
+        padded = [c.pad_to_length(longest) for c in items]
+        embeds = torch.cat([c.embeds for c in padded], dim=0)
+        has_pooled = [c.pooled is not None for c in padded]
+        if any(has_pooled) and not all(has_pooled):
+            raise ValueError("Conditioning.cat: some items have a pooled embedding and some do not")
+        pooled = torch.cat([c.pooled for c in padded], dim=0) if all(has_pooled) else None
+        return Conditioning(embeds, pooled, items[0].empty_chunk)
+
+
+def make_same_length(cond: Conditioning, uncond: Conditioning) -> tuple[Conditioning, Conditioning]:
+    """Pad whichever of the two has fewer chunks with empty-chunk encodings (A1111's
+    pad_cond_uncond), so that ``torch.cat([uncond.embeds, cond.embeds])`` works for CFG."""
+    chunks = max(cond.chunks, uncond.chunks)
+    return cond.pad_to_length(chunks), uncond.pad_to_length(chunks)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokens to chunks (pure python)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptChunk:
+    """Up to 75 prompt token ids and their weights, without BOS/EOS/padding."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+def split_into_chunks(pieces: Sequence[tuple[Sequence[int], WeightedText]], comma_token: Optional[int],
+                      backtrack: int = COMMA_BACKTRACK) -> tuple[list[PromptChunk], int]:
+    """Lay out weighted token runs into chunks of at most 75 tokens, A1111-style.
+
+    A ``BREAK`` piece closes the current chunk. When a chunk is full and a comma lies within
+    `backtrack` tokens of its end, the tokens after that comma move to the next chunk so a phrase is
+    not cut in half. Returns the chunks (at least one) and A1111's token count: every chunk but the
+    last counts as 75.
+    """
+    chunks: list[PromptChunk] = []
+    chunk = PromptChunk()
+    last_comma = -1
+    count = 0
+
+    def close(is_last: bool = False) -> None:
+        nonlocal chunk, last_comma, count
+        count += len(chunk.tokens) if is_last else CHUNK_LENGTH
+        chunks.append(chunk)
+        chunk = PromptChunk()
+        last_comma = -1
+
+    for token_ids, piece in pieces:
+        if piece.is_break:
+            close()
+            continue
+        for token in token_ids:
+            if token == comma_token:
+                last_comma = len(chunk.tokens)
+            elif (backtrack and len(chunk.tokens) == CHUNK_LENGTH and last_comma != -1
+                  and len(chunk.tokens) - last_comma <= backtrack):
+                cut = last_comma + 1
+                moved_tokens, moved_weights = chunk.tokens[cut:], chunk.weights[cut:]
+                del chunk.tokens[cut:], chunk.weights[cut:]
+                close()
+                chunk.tokens, chunk.weights = moved_tokens, moved_weights
+            if len(chunk.tokens) == CHUNK_LENGTH:
+                close()
+            chunk.tokens.append(token)
+            chunk.weights.append(piece.weight)
+
+    if chunk.tokens or not chunks:
+        close(is_last=True)
+    return chunks, count
+
+
+# --------------------------------------------------------------------------------------------------
+# The encoder
+# --------------------------------------------------------------------------------------------------
+
+
+class PromptEncoder:
+    """CLIP text encoder(s) with A1111 prompt semantics.
+
+    SD1/SD2: one ``CLIPTextModel``. SDXL: ``CLIPTextModel`` + ``CLIPTextModelWithProjection``
+    (features concatenated, pooled from the second). SDXL refiner: the projection model alone.
+    Assumes all tokenizers share one vocabulary (true for every SD family); only their padding
+    token may differ.
+    """
+
+    def __init__(self, tokenizers: Sequence[Any], text_encoders: Sequence[torch.nn.Module], *,
+                 is_xl: bool = False, device: Optional[torch.device | str] = None,
+                 dtype: Optional[torch.dtype] = None, emphasis: str = "Original",
+                 comma_backtrack: int = COMMA_BACKTRACK, cache_size: int = 64) -> None:
+        if not tokenizers or len(tokenizers) != len(text_encoders):
+            raise ValueError("PromptEncoder needs one tokenizer per text encoder, at least one")
+        if emphasis not in EMPHASIS_MODES:
+            raise ValueError(f"emphasis must be one of {EMPHASIS_MODES}, got {emphasis!r}")
+        self.tokenizers = list(tokenizers)
+        self.text_encoders = list(text_encoders)
+        self.is_xl = is_xl
+        first_param = next(self.text_encoders[0].parameters())
+        self.device = torch.device(device) if device is not None else first_param.device
+        self.dtype = dtype if dtype is not None else first_param.dtype
+        self.emphasis = emphasis
+        self.comma_backtrack = comma_backtrack
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, int], Conditioning] = OrderedDict()
+        self._lock = threading.RLock()  # the UI thread and the worker may share one encoder
+
+        tok = self.tokenizers[0]
+        self.bos_id = tok.bos_token_id
+        self.eos_id = tok.eos_token_id
+        self.comma_id = tok.get_vocab().get(",</w>")
+        self.pad_ids = [t.pad_token_id if t.pad_token_id is not None else t.eos_token_id
+                        for t in self.tokenizers]
+
+    @classmethod
+    def from_model(cls, model, **kwargs) -> "PromptEncoder":
+        """From a `LoadedModel`: its pipe's tokenizer(s)/text encoder(s), outputs on the UNet's
+        device and dtype."""
+        pipe = model.pipe
+        pairs = [(getattr(pipe, tok, None), getattr(pipe, enc, None))
+                 for tok, enc in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))]
+        pairs = [(t, e) for t, e in pairs if t is not None and e is not None]
+        if not pairs:
+            raise ValueError(f"model {model.name!r} has no tokenizer/text encoder")
+        kwargs.setdefault("device", model.device)
+        kwargs.setdefault("dtype", model.dtype)
+        return cls([t for t, _ in pairs], [e for _, e in pairs], is_xl=model.family.is_xl, **kwargs)
+
+    # ---- tokens ----------------------------------------------------------------------------------
+
+    def _pieces(self, text: str) -> list[tuple[list[int], WeightedText]]:
+        if self.emphasis == "None":
+            parsed = [WeightedText(text, 1.0)]
+        else:
+            parsed = parse_attention(text)
+        words = [p for p in parsed if not p.is_break]
+        ids = iter(self._tokenize([p.text for p in words]) if words else [])
+        return [([], p) if p.is_break else (next(ids), p) for p in parsed]
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        # verbose=False: a prompt longer than 77 tokens is the point here, not worth a warning.
+        return self.tokenizers[0](texts, truncation=False, add_special_tokens=False,
+                                  verbose=False)["input_ids"]
+
+    def chunks(self, text: str) -> tuple[list[PromptChunk], int]:
+        """The 75-token chunks of `text` and A1111's token count."""
+        return split_into_chunks(self._pieces(text), self.comma_id, self.comma_backtrack)
+
+    def count_tokens(self, text: str, steps: int = 20) -> TokenCount:
+        """A1111's ``used/limit`` counter. Prompt editing is resolved first (for `steps` steps) and
+        the longest of the resulting texts counts."""
+        best = TokenCount(0, CHUNK_LENGTH)
+        for candidate in dict.fromkeys(PromptSchedule.parse(text, steps).texts):
+            chunks, used = self.chunks(candidate)
+            if used >= best.used:
+                best = TokenCount(used, CHUNK_LENGTH * len(chunks))
+        return best
+
+    # ---- encoding --------------------------------------------------------------------------------
+
+    def encode(self, text: str, clip_skip: int = 1) -> Conditioning:
+        """Encode one text (no scheduling): ``embeds [1, 77*k, D]``, ``pooled [1, P]`` for SDXL."""
+        key = (text, int(clip_skip))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            chunks, _ = self.chunks(text)
+            cond = self._encode_chunks(chunks, int(clip_skip))
+            cond.empty_chunk = (cond.embeds[:, :CHUNK_TOKENS] if text == ""
+                                else self.empty_chunk(clip_skip))
+            self._cache[key] = cond
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return cond
+
+    def empty_chunk(self, clip_skip: int = 1) -> torch.Tensor:
+        """``[1, 77, D]``: the encoding of an empty prompt, used to pad to a common length."""
+        return self.encode("", clip_skip).embeds
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    @torch.no_grad()
+    def _encode_chunks(self, chunks: list[PromptChunk], clip_skip: int) -> Conditioning:
+        weights = torch.tensor([[1.0] + c.weights + [1.0] * (CHUNK_TOKENS - 1 - len(c.weights))
+                                for c in chunks], dtype=torch.float32)
+        features, pooled = [], None
+        for encoder, pad_id in zip(self.text_encoders, self.pad_ids):
+            ids = torch.tensor([[self.bos_id] + c.tokens + [self.eos_id]
+                                + [pad_id] * (CHUNK_TOKENS - 2 - len(c.tokens)) for c in chunks],
+                               dtype=torch.long, device=_device_of(encoder))
+            out = encoder(input_ids=ids, output_hidden_states=True)
+            z = self._select_layer(encoder, out, clip_skip)
+            features.append(self._apply_weights(z, weights))
+            if self.is_xl and getattr(out, "text_embeds", None) is not None:
+                pooled = out.text_embeds[:1]  # the first chunk's, like A1111
+        z = torch.cat(features, dim=-1)  # [k, 77, D]
+        embeds = z.reshape(1, -1, z.shape[-1]).to(self.device, self.dtype)
+        if pooled is not None:
+            pooled = pooled.to(self.device, self.dtype)
+        return Conditioning(embeds, pooled)
+
+    def _select_layer(self, encoder, out, clip_skip: int) -> torch.Tensor:
+        hidden = out.hidden_states  # embeddings output + one per layer
+        if self.is_xl:
+            # Penultimate layer by default, without the final norm; clip skip goes further back.
+            n = min(max(clip_skip, 1) + 1, len(hidden))
+            return hidden[-n]
+        n = min(max(clip_skip, 1), len(hidden))
+        if n == 1:
+            return out.last_hidden_state
+        return _final_layer_norm(encoder)(hidden[-n])
+
+    def _apply_weights(self, z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if self.emphasis == "None" or bool((weights == 1.0).all()):
+            return z
+        z32 = z.float()
+        w = weights.to(z.device).unsqueeze(-1)
+        weighted = z32 * w
+        if self.emphasis == "Original":
+            # Per chunk: scale back to the mean the chunk had before weighting.
+            original_mean = z32.mean(dim=(1, 2), keepdim=True)
+            new_mean = weighted.mean(dim=(1, 2), keepdim=True)
+            weighted = weighted * (original_mean / new_mean)
+        return weighted.to(z.dtype)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    device = getattr(module, "device", None)
+    return device if isinstance(device, torch.device) else next(module.parameters()).device
+
+
+def _final_layer_norm(encoder: torch.nn.Module) -> torch.nn.Module:
+    # transformers 5 flattened CLIPTextModel; CLIPTextModelWithProjection still nests text_model.
+    return getattr(encoder, "text_model", encoder).final_layer_norm
+
+
+# --------------------------------------------------------------------------------------------------
+# Scheduled conditioning for a batch
+# --------------------------------------------------------------------------------------------------
+
+
+class ScheduledConditioning:
+    """Per-step conditioning for a batch of prompts (one per image), with prompt editing and
+    alternation. ``at(step)`` is cheap when nothing changed since the previous step: the same
+    `Conditioning` object comes back."""
+
+    def __init__(self, encoder: PromptEncoder, prompts: Sequence[str], steps: int, clip_skip: int = 1,
+                 *, hires_steps: Optional[int] = None, max_cached: int = 32) -> None:
+        if not prompts:
+            raise ValueError("ScheduledConditioning needs at least one prompt")
+        self.encoder = encoder
+        self.prompts = list(prompts)
+        self.steps = steps
+        self.clip_skip = clip_skip
+        parsed: dict[str, PromptSchedule] = {}
+        for p in self.prompts:
+            if p not in parsed:
+                parsed[p] = PromptSchedule.parse(p, steps, hires_steps=hires_steps)
+        self.schedules = [parsed[p] for p in self.prompts]
+        self.max_cached = max_cached
+        self._by_texts: OrderedDict[tuple[str, ...], Conditioning] = OrderedDict()
+        self._last_key: Optional[tuple[str, ...]] = None
+        self._last: Optional[Conditioning] = None
+
+    @property
+    def is_static(self) -> bool:
+        """True when every step gets the same conditioning."""
+        return all(s.is_static for s in self.schedules)
+
+    def texts_at(self, step: int) -> tuple[str, ...]:
+        return tuple(s.text_at(step) for s in self.schedules)
+
+    def at(self, step: int) -> Conditioning:
+        """The batched conditioning ``[B, T, D]`` for the 0-based sampling step `step`."""
+        key = self.texts_at(step)
+        if key == self._last_key:
+            return self._last  # type: ignore[return-value]
+        cond = self._by_texts.get(key)
+        if cond is None:
+            cond = Conditioning.cat([self.encoder.encode(t, self.clip_skip) for t in key])
+            self._by_texts[key] = cond
+            while len(self._by_texts) > self.max_cached:
+                self._by_texts.popitem(last=False)
+        else:
+            self._by_texts.move_to_end(key)
+        self._last_key, self._last = key, cond
+        return cond
+
+
+class ScheduledPair:
+    """Positive and negative schedules for CFG: ``at(step)`` gives both at the same number of
+    chunks, and the very same pair object while neither side changes."""
+
+    def __init__(self, cond: ScheduledConditioning, uncond: ScheduledConditioning) -> None:
+        self.cond = cond
+        self.uncond = uncond
+        self._last_sources: Optional[tuple[Conditioning, Conditioning]] = None
+        self._last: Optional[tuple[Conditioning, Conditioning]] = None
+        self._context_for: Optional[tuple[Conditioning, Conditioning]] = None
+        self._context: Optional[Conditioning] = None
+
+    @property
+    def is_static(self) -> bool:
+        return self.cond.is_static and self.uncond.is_static
+
+    def at(self, step: int) -> tuple[Conditioning, Conditioning]:
+        c, u = self.cond.at(step), self.uncond.at(step)
+        last = self._last_sources
+        if last is not None and last[0] is c and last[1] is u:
+            return self._last  # type: ignore[return-value]
+        self._last_sources, self._last = (c, u), make_same_length(c, u)
+        return self._last
+
+    def cfg_context(self, step: int) -> Conditioning:
+        """``Conditioning.cat([uncond, cond])`` for the batched CFG forward, reused while unchanged."""
+        pair = self.at(step)
+        if self._context_for is not pair:
+            self._context_for, self._context = pair, Conditioning.cat([pair[1], pair[0]])
+        return self._context  # type: ignore[return-value]

@@ -1,0 +1,156 @@
+"""Pixel-space steps around sampling: resize modes, mask preparation, 'only masked' crops, compositing.
+
+All functions take and return PIL images; nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from modules.processing.request import InpaintOptions, ResizeMode
+
+RESAMPLE = Image.Resampling.LANCZOS
+
+
+def resize_image(image: Image.Image, width: int, height: int, mode: ResizeMode) -> Image.Image:
+    """A1111's three resize modes."""
+    if image.size == (width, height):
+        return image
+    if mode is ResizeMode.JUST_RESIZE:
+        return image.resize((width, height), RESAMPLE)
+    src_w, src_h = image.size
+    if mode is ResizeMode.CROP_AND_RESIZE:
+        scale = max(width / src_w, height / src_h)
+        new_w, new_h = max(width, round(src_w * scale)), max(height, round(src_h * scale))
+        resized = image.resize((new_w, new_h), RESAMPLE)
+        left, top = (new_w - width) // 2, (new_h - height) // 2
+        return resized.crop((left, top, left + width, top + height))
+    # Resize and fill: fit inside, then stretch the edge rows/columns into the empty bands.
+    scale = min(width / src_w, height / src_h)
+    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    resized = image.resize((new_w, new_h), RESAMPLE)
+    canvas = Image.new(image.mode, (width, height))
+    left, top = (width - new_w) // 2, (height - new_h) // 2
+    canvas.paste(resized, (left, top))
+    right, bottom = width - left - new_w, height - top - new_h
+    bands = [  # (source strip of the resized image, size to stretch it to, where it goes)
+        ((0, 0, 1, new_h), (left, new_h), (0, top)),
+        ((new_w - 1, 0, new_w, new_h), (right, new_h), (left + new_w, top)),
+        ((0, 0, new_w, 1), (width, top), (0, 0)),
+        ((0, new_h - 1, new_w, new_h), (width, bottom), (0, top + new_h)),
+    ]
+    for strip, size, position in bands:
+        if size[0] > 0 and size[1] > 0:
+            canvas.paste(resized.crop(strip).resize(size), position)
+    return canvas
+
+
+def binary_mask(mask: Image.Image, invert: bool = False) -> Image.Image:
+    """'L' mask, 255 = repaint. Alpha masks (transparent = keep) are honoured."""
+    if mask.mode in ("RGBA", "LA"):
+        alpha = mask.getchannel("A")
+        grey = mask.convert("L")
+        mask = Image.fromarray(np.minimum(np.asarray(alpha), np.asarray(grey)))
+    mask = mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
+    return ImageOps.invert(mask) if invert else mask
+
+
+def blur_mask(mask: Image.Image, radius: int) -> Image.Image:
+    return mask.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else mask
+
+
+@dataclass(frozen=True)
+class CropRegion:
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (self.left, self.top, self.right, self.bottom)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.right - self.left, self.bottom - self.top)
+
+
+def masked_region(mask: Image.Image, padding: int, target_w: int, target_h: int) -> CropRegion:
+    """Bounding box of the mask plus padding, grown to the target aspect ratio, inside the image."""
+    img_w, img_h = mask.size
+    bbox = mask.getbbox()
+    if bbox is None:
+        return CropRegion(0, 0, img_w, img_h)
+    left, top = max(bbox[0] - padding, 0), max(bbox[1] - padding, 0)
+    right, bottom = min(bbox[2] + padding, img_w), min(bbox[3] + padding, img_h)
+    ratio = target_w / target_h
+    w, h = right - left, bottom - top
+    if w / h < ratio:  # too tall: widen
+        grow = min(round(h * ratio) - w, img_w - w)
+        left = max(0, min(left - grow // 2, img_w - (w + grow)))
+        right = left + w + grow
+    else:  # too wide: heighten
+        grow = min(round(w / ratio) - h, img_h - h)
+        top = max(0, min(top - grow // 2, img_h - (h + grow)))
+        bottom = top + h + grow
+    return CropRegion(left, top, right, bottom)
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """'fill' masked content: paint the hole with ever finer blurs of what surrounds it."""
+    rgb = image.convert("RGB")
+    keep = ImageOps.invert(mask.convert("L"))
+    filled = Image.new("RGB", rgb.size, (127, 127, 127))
+    known = np.asarray(keep, dtype=np.float32) / 255.0
+    for radius in (256, 64, 16, 4, 1):
+        weight = np.asarray(Image.fromarray((known * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
+                            dtype=np.float32) / 255.0
+        colour = np.asarray(Image.composite(rgb, Image.new("RGB", rgb.size), keep).filter(ImageFilter.GaussianBlur(radius)),
+                            dtype=np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            estimate = np.where(weight[..., None] > 1e-3, colour / weight[..., None], np.asarray(filled, np.float32))
+        filled = Image.fromarray(np.clip(estimate, 0, 255).astype(np.uint8))
+    return Image.composite(rgb, filled, keep)
+
+
+@dataclass(frozen=True)
+class PreparedInpaint:
+    """One init image made ready for sampling, plus what is needed to put the result back."""
+
+    image: Image.Image  # RGB at the sampling size (content already 'filled' if asked)
+    mask: Image.Image  # 'L' at the sampling size, blurred: what the sampler repaints
+    original: Image.Image  # RGB, the full picture the result is composited back onto
+    overlay_alpha: Image.Image  # 'L' at the original size: 0 keeps the original pixel exactly
+    crop: CropRegion | None  # set for "Only masked"
+
+
+def prepare_inpaint(image: Image.Image, options: InpaintOptions, width: int, height: int,
+                    resize_mode: ResizeMode) -> PreparedInpaint:
+    from modules.processing.request import InpaintArea, MaskedContent
+
+    original = resize_image(image.convert("RGB"), width, height, resize_mode)
+    hard = binary_mask(resize_image(options.mask, width, height, resize_mode), options.invert_mask)
+    blurred = blur_mask(hard, options.mask_blur)
+    # Blur softens the seam inside the mask only: outside it the original pixels stay exact.
+    alpha = Image.fromarray(np.where(np.asarray(hard) > 0, np.asarray(blurred), 0).astype(np.uint8))
+    work, work_mask, crop = original, blurred, None
+    if options.inpaint_area is InpaintArea.ONLY_MASKED:
+        crop = masked_region(hard, options.only_masked_padding, width, height)
+        work = original.crop(crop.box).resize((width, height), RESAMPLE)
+        work_mask = blurred.crop(crop.box).resize((width, height), RESAMPLE)
+    if options.masked_content is MaskedContent.FILL:
+        work = fill_masked(work, binary_mask(work_mask))
+    return PreparedInpaint(image=work, mask=work_mask, original=original, overlay_alpha=alpha, crop=crop)
+
+
+def composite_inpaint(result: Image.Image, prepared: PreparedInpaint) -> Image.Image:
+    """Put the sampled picture back: pasted into its crop, then blended by the mask alpha."""
+    generated = result.convert("RGB")
+    if prepared.crop is not None:
+        canvas = prepared.original.copy()
+        canvas.paste(generated.resize(prepared.crop.size, RESAMPLE), prepared.crop.box[:2])
+        generated = canvas
+    return Image.composite(generated, prepared.original, prepared.overlay_alpha)

@@ -1,0 +1,160 @@
+"""The one typed request every front end (UI, API, scripts) builds, and the result it gets back.
+
+Field names follow A1111's processing objects where they exist, so the API layer maps its JSON
+onto them one to one. Validation lives here so every front end reports the same errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MIN_SIZE, MAX_SIZE, SIZE_STEP = 64, 2048, 8
+MAX_STEPS = 150
+
+
+class Mode(str, Enum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+class ResizeMode(str, Enum):
+    JUST_RESIZE = "Just resize"
+    CROP_AND_RESIZE = "Crop and resize"
+    RESIZE_AND_FILL = "Resize and fill"
+
+
+class MaskedContent(str, Enum):
+    FILL = "fill"
+    ORIGINAL = "original"
+    LATENT_NOISE = "latent noise"
+    LATENT_NOTHING = "latent nothing"
+
+
+class InpaintArea(str, Enum):
+    WHOLE_PICTURE = "Whole picture"
+    ONLY_MASKED = "Only masked"
+
+
+class RngSource(str, Enum):
+    """Where initial noise is drawn. CPU makes a seed give the same picture on every device."""
+
+    DEVICE = "GPU"  # A1111's name for "the device the model runs on"
+    CPU = "CPU"
+
+
+class InpaintOptions(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    mask: Image.Image  # white = repaint
+    mask_blur: int = Field(4, ge=0, le=64)
+    masked_content: MaskedContent = MaskedContent.ORIGINAL
+    inpaint_area: InpaintArea = InpaintArea.WHOLE_PICTURE
+    only_masked_padding: int = Field(32, ge=0, le=256)
+    invert_mask: bool = False
+
+
+class GenerationRequest(BaseModel):
+    """Everything one generation job needs. Immutable: overrides live here, never in globals."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
+
+    mode: Mode = Mode.TXT2IMG
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: tuple[str, ...] = ()
+
+    seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    subseed: int = Field(-1, ge=-1, le=2**32 - 1)
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
+    seed_resize_from_w: int = Field(0, ge=0, le=MAX_SIZE)  # 0 = off
+    seed_resize_from_h: int = Field(0, ge=0, le=MAX_SIZE)
+    rng_source: RngSource = RngSource.DEVICE
+
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str = "Automatic"
+    steps: int = Field(20, ge=1, le=MAX_STEPS)
+    cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    width: Optional[int] = None  # None = the active model's native size
+    height: Optional[int] = None
+    batch_count: int = Field(1, ge=1, le=100)
+    batch_size: int = Field(1, ge=1, le=8)
+    clip_skip: int = Field(1, ge=1, le=12)
+
+    init_images: tuple[Image.Image, ...] = ()
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+    resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
+    inpaint: Optional[InpaintOptions] = None
+
+    checkpoint: Optional[str] = None  # title or name; None = the registry's current model
+    vae: Optional[str] = None  # "Automatic", "None" or a VAE name; None = the setting
+    save_images: bool = True
+    save_grid: bool = True
+    extensions: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size_is_multiple_of_8(cls, value: Optional[int], info) -> Optional[int]:
+        if value is None:
+            return value
+        if not MIN_SIZE <= value <= MAX_SIZE or value % SIZE_STEP:
+            raise ValueError(
+                f"{info.field_name} must be a multiple of {SIZE_STEP} between {MIN_SIZE} and {MAX_SIZE}, got {value}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _images_match_mode(self) -> "GenerationRequest":
+        if self.mode is Mode.TXT2IMG and (self.init_images or self.inpaint):
+            raise ValueError("txt2img takes no init_images or inpaint mask; use mode img2img or inpaint")
+        if self.mode in (Mode.IMG2IMG, Mode.INPAINT) and not self.init_images:
+            raise ValueError(f"{self.mode.value} needs at least one image in init_images")
+        if self.mode is Mode.INPAINT and self.inpaint is None:
+            raise ValueError("inpaint needs inpaint options with a mask")
+        return self
+
+    @property
+    def n_images(self) -> int:
+        return self.batch_count * self.batch_size
+
+
+@dataclass(frozen=True)
+class Timings:
+    total_s: float = 0.0
+    load_s: float = 0.0
+    encode_s: float = 0.0
+    sample_s: float = 0.0
+    decode_s: float = 0.0
+    save_s: float = 0.0
+
+
+@dataclass
+class GenerationResult:
+    """Images in job order, each with the seed and the infotext that reproduces it."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    saved_paths: list[str] = field(default_factory=list)
+    grid: Optional[Image.Image] = None
+    grid_path: Optional[str] = None
+    width: int = 0
+    height: int = 0
+    sampler_name: str = ""
+    scheduler: str = ""
+    model_title: str = ""
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0] if self.seeds else -1

@@ -1,0 +1,167 @@
+"""The denoising loop shared by txt2img, img2img and inpaint.
+
+It reads as diffusers' pipelines do (timesteps → start latents → loop → latents) but owns the
+things A1111 needs and the stock pipelines don't expose: per-image generators, conditioning that
+changes during sampling (prompt editing, alternation), latent masked-content modes, and
+interrupt/skip between steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from modules.processing.conditioning import Conditioning, ScheduledConditioning, make_same_length
+
+
+@dataclass
+class LatentInpaint:
+    """Inpainting inputs at latent resolution."""
+
+    mask: torch.Tensor  # [B, 1, h, w], 1 = repaint
+    masked_image_latents: Optional[torch.Tensor] = None  # [B, C, h, w], set for 9-channel UNets
+    blend: bool = True  # 4-channel UNets: keep re-imposing the original outside the mask
+
+
+@dataclass
+class SamplingJob:
+    unet: torch.nn.Module
+    scheduler: object
+    cond: ScheduledConditioning
+    uncond: ScheduledConditioning
+    cfg_scale: float
+    steps: int
+    noise: torch.Tensor  # [B, C, h, w] initial noise, float32
+    generators: list[torch.Generator]
+    init_latents: Optional[torch.Tensor] = None  # scaled latents of the init images (img2img/inpaint)
+    start_latents: Optional[torch.Tensor] = None  # init latents after masked-content edits
+    strength: float = 1.0
+    inpaint: Optional[LatentInpaint] = None
+    time_ids: Optional[torch.Tensor] = None  # SDXL micro-conditioning, [2, n] (uncond, cond)
+    # One UNet call per image (its uncond+cond pair): batched kernels round differently from lone
+    # ones, and this keeps image i of a batch pixel-identical to a lone job with its seed.
+    unet_per_image: bool = True
+
+
+@dataclass(frozen=True)
+class SamplingOutcome:
+    latents: torch.Tensor
+    steps_done: int
+    total_steps: int
+    stopped_early: bool
+
+
+StepCallback = Callable[[int, int, Callable[[], torch.Tensor]], None]  # (step, total, preview latents)
+StopCheck = Callable[[], bool]
+
+
+def _timesteps(job: SamplingJob, device: torch.device) -> tuple[torch.Tensor, int]:
+    """The timesteps to run and the number of prompt-schedule steps they span."""
+    sched = job.scheduler
+    sched.set_timesteps(job.steps, device=device)
+    if job.init_latents is None or job.strength >= 1.0:
+        return sched.timesteps, job.steps
+    run = max(1, min(job.steps, int(job.steps * job.strength)))
+    start = (job.steps - run) * sched.order
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(start)
+    return sched.timesteps[start:], run
+
+
+def _step_kwargs(scheduler, generators: list[torch.Generator]) -> dict:
+    params = inspect.signature(scheduler.step).parameters
+    return {"generator": generators} if "generator" in params else {}
+
+
+def _predict(unet, model_in: torch.Tensor, t, embeds: torch.Tensor, added: Optional[dict],
+             groups: int) -> torch.Tensor:
+    """UNet noise prediction, optionally in `groups` calls of one image each (rows i, B+i, ...)."""
+    if groups == 1:
+        return unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+    rows = model_in.shape[0]
+    parts = []
+    for i in range(groups):
+        idx = torch.arange(i, rows, groups, device=model_in.device)
+        sub_added = {k: v[idx] for k, v in added.items()} if added else None
+        parts.append(unet(model_in[idx], t, encoder_hidden_states=embeds[idx], added_cond_kwargs=sub_added,
+                          return_dict=False)[0])
+    out = parts[0].new_empty((rows, *parts[0].shape[1:]))
+    for i, part in enumerate(parts):
+        out[i::groups] = part
+    return out
+
+
+def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> SamplingOutcome:
+    unet, sched = job.unet, job.scheduler
+    device, dtype = unet.device, unet.dtype
+    timesteps, schedule_steps = _timesteps(job, device)
+    noise = job.noise.to(device)
+    batch = noise.shape[0]
+
+    # 1. start latents: pure noise, or the init image noised to the first timestep
+    if job.init_latents is None or job.strength >= 1.0:
+        latents = noise * sched.init_noise_sigma
+    else:
+        start = job.start_latents if job.start_latents is not None else job.init_latents
+        latents = sched.add_noise(start.float(), noise, timesteps[:1].repeat(batch))
+    latents = latents.to(dtype)
+
+    use_cfg = job.cfg_scale != 1.0  # at 1 the guided result equals the conditional one
+    step_kwargs = _step_kwargs(sched, job.generators)
+    inpaint = job.inpaint
+    extra_channels = None
+    if inpaint is not None and inpaint.masked_image_latents is not None:
+        extra_channels = torch.cat([inpaint.mask, inpaint.masked_image_latents], dim=1).to(device, dtype)
+        if use_cfg:
+            extra_channels = torch.cat([extra_channels] * 2)
+
+    total = len(timesteps)
+    last_x0: Optional[torch.Tensor] = None
+    done = 0
+    order = getattr(sched, "order", 1)
+    for i, t in enumerate(timesteps):
+        if should_stop():
+            break
+        # 2. conditioning for this step (prompt editing / alternation switch it)
+        schedule_step = min(schedule_steps - 1, i // order)
+        cond, uncond = job.cond.at(schedule_step), job.uncond.at(schedule_step)
+        if use_cfg:
+            cond, uncond = make_same_length(cond, uncond)
+            context = Conditioning.cat([uncond, cond])
+        else:
+            context = cond
+        model_in = torch.cat([latents] * 2) if use_cfg else latents
+        model_in = sched.scale_model_input(model_in, t)
+        if extra_channels is not None:
+            model_in = torch.cat([model_in, extra_channels], dim=1)
+        added = None
+        if context.pooled is not None and job.time_ids is not None:
+            ids = job.time_ids if use_cfg else job.time_ids[1:]
+            added = {"text_embeds": context.pooled.to(device, dtype),
+                     "time_ids": ids.repeat_interleave(batch, dim=0).to(device, dtype)}
+
+        # 3. predict the noise and guide it
+        pred = _predict(unet, model_in, t, context.embeds.to(device, dtype), added,
+                        groups=batch if job.unet_per_image and batch > 1 else 1)
+        if use_cfg:
+            pred_uncond, pred_cond = pred.chunk(2)
+            pred = pred_uncond + job.cfg_scale * (pred_cond - pred_uncond)
+
+        # 4. step, then (4-channel inpaint) put the known region back at the next noise level
+        out = sched.step(pred, t, latents, **step_kwargs, return_dict=True)
+        latents = out.prev_sample.to(dtype)
+        last_x0 = getattr(out, "pred_original_sample", None)
+        if inpaint is not None and inpaint.blend and job.init_latents is not None:
+            known = job.init_latents
+            if i < total - 1:
+                known = sched.add_noise(known.float(), noise, timesteps[i + 1:i + 2].repeat(batch))
+            mask = inpaint.mask.to(device, dtype)
+            latents = (1 - mask) * known.to(dtype) + mask * latents
+        done = i + 1
+        preview_source = last_x0 if last_x0 is not None else latents
+        on_step(done, total, lambda src=preview_source: src)
+
+    return SamplingOutcome(latents=latents, steps_done=done, total_steps=total, stopped_early=done < total)

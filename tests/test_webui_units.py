@@ -1,0 +1,169 @@
+"""Web UI pieces without a browser: torch-free import, token counts, ui-config, flags, paste, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from modules.jobs.control import JobState, ProgressSnapshot
+from modules.processing.request import GenerationRequest
+from modules.ui_config import UiConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_webui_import_and_build_are_torch_free(tmp_path):
+    code = (
+        "import sys\n"
+        "import webui.app\n"
+        "assert 'torch' not in sys.modules, 'import webui.app pulled in torch'\n"
+        "from tests.ui.fakes import fake_context\n"
+        f"ctx = fake_context({str(tmp_path)!r})\n"
+        "demo = webui.app.build_ui(ctx)\n"
+        "from webui.token_counter import counter_text\n"
+        "assert counter_text('a cat') == '2/75'\n"
+        "assert 'torch' not in sys.modules, 'building the UI pulled in torch'\n"
+        "ctx.queue.shutdown()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("", "0/75"),
+    ("a cat", "2/75"),
+    ("a (cat:1.3) [dog]", "3/75"),
+    ("a <lora:thing:0.8> cat", "2/75"),
+    ("cat BREAK dog", "76/150"),
+    ("word " * 80, "80/150"),
+    ("[short:a much much longer second prompt here:3]", "7/75"),
+])
+def test_token_counter(prompt, expected):
+    from webui.token_counter import counter_text
+
+    assert counter_text(prompt, steps=20) == expected
+
+
+def test_ui_config_writes_defaults_and_applies_overrides(tmp_path):
+    path = tmp_path / "ui-config.json"
+    path.write_text(json.dumps({"tab/Steps/value": 30, "tab/Steps/maximum": 60, "tab/Mode/value": "gone"}))
+    cfg = UiConfig(path)
+    made = {}
+
+    def record(**kwargs):
+        made[kwargs["label"]] = kwargs
+        return kwargs
+
+    cfg.component(record, "tab", "Steps", minimum=1, maximum=150, step=1, value=20)
+    cfg.component(record, "tab", "Mode", choices=["a", "b"], value="a")
+    cfg.component(record, "tab", "Prompt", value="")
+    assert made["Steps"]["value"] == 30 and made["Steps"]["maximum"] == 60
+    assert made["Mode"]["value"] == "a"  # a stale choice is ignored, not passed to gradio
+    assert any("tab/Mode/value" in e for e in cfg.errors)
+    assert cfg.save_missing()
+    written = json.loads(path.read_text())
+    assert written["tab/Steps/value"] == 30 and written["tab/Steps/minimum"] == 1
+    assert written["tab/Prompt/value"] == "" and written["tab/Prompt/visible"] is True
+    assert not cfg.save_missing()  # nothing new to add
+
+
+def test_ui_config_broken_file_is_left_alone(tmp_path):
+    path = tmp_path / "ui-config.json"
+    path.write_text("{not json")
+    cfg = UiConfig(path)
+    assert cfg.errors and cfg.path is None
+    assert cfg.component(lambda **kw: kw, "t", "X", value=1)["value"] == 1
+    assert not cfg.save_missing()
+    assert path.read_text() == "{not json"
+
+
+def test_launch_flags(tmp_path):
+    from webui.app import gradio_auth, server_name
+
+    args = argparse.Namespace(listen=False, server_name=None, gradio_auth=None, gradio_auth_path=None)
+    assert server_name(args) == "127.0.0.1"
+    args.listen = True
+    assert server_name(args) == "0.0.0.0"
+    args.server_name = "example.local"
+    assert server_name(args) == "example.local"
+    auth_file = tmp_path / "auth.txt"
+    auth_file.write_text("carol:pw3\ndave:pw4,erin:pw5\n")
+    args.gradio_auth, args.gradio_auth_path = "alice:pw1,bob:pw2", str(auth_file)
+    assert gradio_auth(args) == [("alice", "pw1"), ("bob", "pw2"), ("carol", "pw3"), ("dave", "pw4"),
+                                 ("erin", "pw5")]
+    args.gradio_auth = "no-colon"
+    with pytest.raises(ValueError, match="user:password"):
+        gradio_auth(args)
+
+
+def test_validation_errors_name_the_field():
+    from webui.common import format_error
+
+    with pytest.raises(ValidationError) as info:
+        GenerationRequest(width=100, steps=500)
+    text = format_error(info.value)
+    assert "width must be a multiple of 8" in text
+    assert "steps" in text and "150" in text
+
+
+def test_out_of_memory_message():
+    from webui.common import format_error
+
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    assert "smaller width/height" in format_error(OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+
+
+def test_progress_text():
+    from concurrent.futures import Future
+
+    from webui.jobs import JobUpdate, progress_html, progress_text
+
+    job = type("J", (), {"future": Future()})()
+    snap = ProgressSnapshot(state=JobState.RUNNING, step=5, total_steps=20, batch_index=1, batch_count=2,
+                            started_at=100.0, updated_at=130.0)
+    text = progress_text(JobUpdate(job, snap, 0, False))
+    assert text.startswith("62%") and "Step 5/20" in text and "Batch 2/2" in text and "ETA: 18s" in text
+    queued = JobUpdate(job, ProgressSnapshot(), 2, False)
+    assert progress_text(queued) == "Waiting in queue: 2 jobs ahead"
+    assert "width:0.0%" in progress_html(queued)
+
+
+def test_paste_fills_every_named_field(tmp_path):
+    import gradio as gr
+
+    from tests.ui.fakes import fake_context
+    from webui import app, paste
+
+    ctx = fake_context(tmp_path)
+    try:
+        demo = app.build_ui(ctx)
+        ui = demo.sd_ui
+        _t2i, i2i = app._targets(ui)
+        text = ("a house\nNegative prompt: ugly\nSteps: 12, Sampler: DPM++ 2M Karras, CFG scale: 6.5, "
+                "Seed: 99, Size: 128x192, Model hash: abcdef0123, Model: second, Variation seed: 5, "
+                "Variation seed strength: 0.3, Denoising strength: 0.4, Clip skip: 2, Mask blur: 8, "
+                "Mask mode: Inpaint not masked, Inpaint area: Only masked, Masked area padding: 16")
+        out = paste.paste_values(ui.env, text, i2i)
+        by_id = {c.elem_id: v for c, v in out.items() if getattr(c, "elem_id", None)}
+        assert by_id["img2img_prompt"] == "a house" and by_id["img2img_neg_prompt"] == "ugly"
+        assert by_id["img2img_sampling"] == "DPM++ 2M" and by_id["img2img_scheduler"] == "Karras"
+        assert by_id["img2img_steps"] == 12 and by_id["img2img_cfg_scale"] == 6.5
+        assert by_id["img2img_seed"] == 99 and by_id["img2img_width"] == 128 and by_id["img2img_height"] == 192
+        assert by_id["img2img_subseed"] == 5 and by_id["img2img_subseed_strength"] == 0.3
+        assert by_id["img2img_subseed_show"] is True
+        assert by_id["img2img_denoising_strength"] == 0.4
+        assert by_id["setting_CLIP_stop_at_last_layers"] == 2
+        assert by_id["setting_sd_model_checkpoint"] == "other/second.safetensors [abcdef0123]"
+        assert by_id["img2img_mask_blur"] == 8 and by_id["img2img_mask_mode"] == "Inpaint not masked"
+        assert by_id["img2img_inpaint_full_res"] == "Only masked"
+        assert by_id["img2img_inpaint_full_res_padding"] == 16
+        assert isinstance(out[ui.img2img.seed.extra_row], gr.Group)
+    finally:
+        ctx.queue.shutdown()

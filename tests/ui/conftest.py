@@ -1,0 +1,176 @@
+"""Browser tests: the real app served in-process on a free loopback port, driven by Chromium.
+
+Chromium comes from Debian (`apt-get install -y chromium`), never `playwright install`.
+Backend: the real app (modules.app_factory.create_context) with the tiny test model by default;
+UI_TEST_BACKEND=fake uses tests/ui/fakes.py (no torch, for working on the UI alone).
+Screenshots go to test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+BACKEND = os.environ.get("UI_TEST_BACKEND", "real")
+
+# Console messages that are not errors of ours.
+IGNORED_CONSOLE = ("favicon.ico", "[Violation]", "Download the React DevTools")
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    ctx: object
+    demo: object
+    url: str
+    data_dir: Path
+
+    def close(self) -> None:
+        self.demo.close()
+        self.ctx.queue.shutdown(timeout=10)
+
+
+def _real_context(data_dir: Path, port: int):
+    from modules.cmd_args import parse_args
+    from tests.tiny_model import save_tiny_model_dir
+
+    model_dir = data_dir / "models" / "Stable-diffusion" / "tiny"
+    if not model_dir.exists():
+        save_tiny_model_dir(model_dir)
+    args = parse_args(["--data-dir", str(data_dir), "--port", str(port), "--no-hashing", "--use-cpu"])
+    try:
+        from modules.app_factory import create_context
+    except ImportError:  # until the app factory lands: the same services, built by hand
+        return _hand_built_context(args)
+    return create_context(args)
+
+
+def _hand_built_context(args):
+    from modules.app_context import AppContext
+    from modules.jobs.queue import JobQueue
+    from modules.models.options import ModelOptions
+    from modules.models.registry import ModelRegistry
+    from modules.paths import Paths
+    from modules.processing.engine import Engine
+    from modules.settings import SettingsStore
+
+    paths = Paths(data_dir=Path(args.data_dir))
+    settings = SettingsStore(paths.config_file)
+    registry = ModelRegistry(paths, ModelOptions(device="cpu", no_hashing=True), embedded_dir=None)
+    engine = Engine(registry, settings, paths)
+    return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=JobQueue(engine.generate))
+
+
+def _fake_context(data_dir: Path, port: int):
+    from tests.ui.fakes import fake_context
+
+    return fake_context(data_dir, step_s=0.02, port=port)
+
+
+def start_server(data_dir: Path) -> Server:
+    from webui.app import launch_ui
+
+    port = free_port()
+    ctx = (_fake_context if BACKEND == "fake" else _real_context)(data_dir, port)
+    demo = launch_ui(ctx, quiet=True)
+    return Server(ctx, demo, f"http://127.0.0.1:{port}/", data_dir)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("webui")
+
+
+@pytest.fixture(scope="session")
+def server(data_root) -> Server:
+    srv = start_server(data_root / "main")
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class PageLog:
+    errors: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        assert not self.errors, "browser console errors:\n" + "\n".join(self.errors)
+
+
+def open_page(browser, url: str, log: PageLog, viewport=(1400, 1000)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
+    page = context.new_page()
+
+    def on_console(msg):
+        if msg.type == "error" and not any(s in msg.text for s in IGNORED_CONSOLE):
+            log.errors.append(f"console.error: {msg.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: log.errors.append(f"uncaught: {exc}"))
+    page.goto(url)
+    page.wait_for_selector("#txt2img_generate", timeout=60_000)
+    page.wait_for_timeout(700)  # let the page-load event fill the controls
+    return page
+
+
+@pytest.fixture
+def page_log() -> PageLog:
+    return PageLog()
+
+
+@pytest.fixture
+def page(browser, server, page_log, request):
+    """A fresh browser session (its own gradio session) on the shared server."""
+    pg = open_page(browser, server.url, page_log)
+    yield pg
+    shot(pg, request.node.name)
+    pg.context.close()
+    page_log.check()
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    except Exception:  # a screenshot must not hide the test's own failure
+        pass
+    return path
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60, interval: float = 0.1, what: str = "condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,453 @@
+"""Train the embedded default model and write it as a diffusers folder.
+
+    python -m tools.default_model.train --out models/embedded/shapes64
+
+Two phases, both seeded and resumable (``--resume``; state lives in ``--work-dir``):
+1. VAE: reconstruction (MSE + L1) plus a small KL term on freshly rendered scenes. Afterwards the
+   latent scaling factor is set to 1/std of the latents, so diffusion sees ~unit-variance latents.
+2. Text encoder + UNet: standard epsilon-prediction MSE on scaled VAE latents (SD 1.x schedule),
+   with caption dropout so classifier-free guidance works. Latents come from a pool of scenes that
+   is rendered and encoded once at the start of the phase (deterministic from the seed); captions
+   are drawn fresh for every sample.
+"""
+
+from __future__ import annotations
+
+import os
+
+# On a shared CPU, OpenMP threads that spin while waiting make torch 10-20x slower; must be set
+# before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, StableDiffusionPipeline
+from tqdm.auto import tqdm
+
+from modules.paths import CLIP_TOKENIZER_DIR, REPO_ROOT
+
+from . import dataset
+from .components import (
+    PRESETS,
+    ModelConfig,
+    build_scheduler,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    load_tokenizer,
+)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainArgs:
+    out: Path
+    work_dir: Path
+    preset: str = "full"
+    vae_steps: int = 600
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    kl_weight: float = 2e-7
+    unet_steps: int = 6000
+    batch: int = 48
+    vae_minutes: float = 0.0  # wall-clock budget per phase (0 = none), see lr_progress
+    unet_minutes: float = 0.0
+    lr: float = 6e-4
+    warmup: int = 100
+    caption_dropout: float = 0.1
+    noise_offset: float = 0.05
+    pool_size: int = 16384
+    seed: int = 0
+    resume: bool = False
+    checkpoint_every: int = 200
+    export_every: int = 0  # also write a loadable snapshot to work_dir/snapshot every N UNet steps
+    threads: int = 2
+    device: str = "auto"
+
+
+def parse_args(argv: list[str] | None = None) -> TrainArgs:
+    d = TrainArgs(out=Path(), work_dir=Path())
+    p = argparse.ArgumentParser(prog="python -m tools.default_model.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="diffusers folder to write")
+    p.add_argument("--work-dir", type=Path, default=REPO_ROOT / "tmp" / "default_model_work",
+                   help="checkpoints and snapshots (default: tmp/default_model_work)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=d.preset)
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--vae-batch", type=int, default=d.vae_batch)
+    p.add_argument("--vae-lr", type=float, default=d.vae_lr)
+    p.add_argument("--kl-weight", type=float, default=d.kl_weight)
+    p.add_argument("--steps", "--unet-steps", dest="unet_steps", type=int, default=d.unet_steps,
+                   help="text encoder + UNet steps")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--vae-minutes", type=float, default=d.vae_minutes,
+                   help="wall-clock budget for the VAE phase; 0 = none (purely step-based, reproducible)")
+    p.add_argument("--unet-minutes", type=float, default=d.unet_minutes,
+                   help="wall-clock budget for the UNet phase; 0 = none. With a budget the schedule "
+                   "advances by max(step fraction, time fraction) and the phase ends at whichever comes first")
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--caption-dropout", type=float, default=d.caption_dropout)
+    p.add_argument("--noise-offset", type=float, default=d.noise_offset)
+    p.add_argument("--pool-size", type=int, default=d.pool_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue from work-dir/checkpoint.pt if present")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--export-every", type=int, default=d.export_every)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--device", default=d.device, help="auto (cuda when available), cpu or cuda")
+    return TrainArgs(**vars(p.parse_args(argv)))
+
+
+def lr_factor(step: int, progress: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay (over ``progress`` in [0, 1]) to 2% of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class PhaseClock:
+    """Progress of a phase: the step fraction, or the wall-time fraction when that is larger.
+
+    A time budget keeps the run inside a wall-clock limit on a shared, unpredictable CPU; without one
+    (``minutes=0``) training is purely step-based and reproducible from the seed.
+    """
+
+    def __init__(self, total_steps: int, minutes: float, elapsed: float = 0.0):
+        self.total_steps = total_steps
+        self.budget = minutes * 60.0
+        self.start = time.time() - elapsed
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def progress(self, step: int) -> float:
+        p = step / max(1, self.total_steps)
+        if self.budget > 0:
+            p = max(p, self.elapsed / self.budget)
+        return min(1.0, p)
+
+
+class Trainer:
+    def __init__(self, args: TrainArgs):
+        self.args = args
+        if args.device == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(args.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(args.threads)
+        self.cfg: ModelConfig = PRESETS[args.preset]
+        torch.manual_seed(args.seed)
+        self.vae = build_vae(self.cfg).to(self.device)
+        self.text_encoder = build_text_encoder(self.cfg).to(self.device)
+        self.unet = build_unet(self.cfg).to(self.device)
+        self.tokenizer = load_tokenizer()
+        self.noise_scheduler = DDPMScheduler.from_config(build_scheduler().config)
+        self.rng = np.random.default_rng(args.seed)
+        self.phase = "vae"
+        self.step = 0
+        self.scaling_factor: float | None = None
+        self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+        self.unet_opt = torch.optim.AdamW(
+            list(self.unet.parameters()) + list(self.text_encoder.parameters()), lr=args.lr, weight_decay=0.01
+        )
+        self.history: list[dict] = []
+        self.elapsed = 0.0  # training seconds over all (resumed) runs
+        self.vae_steps_done = 0
+        self.phase_elapsed = 0.0  # seconds spent in the current phase (restored on resume)
+        self.clock: PhaseClock | None = None
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = args.work_dir / CHECKPOINT_NAME
+
+    # ----------------------------------------------------------------- checkpointing
+    def save_checkpoint(self) -> None:
+        state = {
+            "phase": self.phase,
+            "step": self.step,
+            "model_config": self.cfg.to_dict(),
+            "preset": self.args.preset,
+            "vae": self.vae.state_dict(),
+            "text_encoder": self.text_encoder.state_dict(),
+            "unet": self.unet.state_dict(),
+            "vae_opt": self.vae_opt.state_dict(),
+            "unet_opt": self.unet_opt.state_dict(),
+            "scaling_factor": self.scaling_factor,
+            "np_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "elapsed": self.elapsed + (time.time() - self._t0),
+            "vae_steps_done": self.vae_steps_done,
+            "phase_elapsed": self.clock.elapsed if self.clock is not None else 0.0,
+        }
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    def load_checkpoint(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        if state["preset"] != self.args.preset:
+            raise ValueError(f"checkpoint preset {state['preset']!r} != --preset {self.args.preset!r}")
+        self.phase, self.step = state["phase"], state["step"]
+        self.vae.load_state_dict(state["vae"])
+        self.text_encoder.load_state_dict(state["text_encoder"])
+        self.unet.load_state_dict(state["unet"])
+        self.vae_opt.load_state_dict(state["vae_opt"])
+        self.unet_opt.load_state_dict(state["unet_opt"])
+        self.scaling_factor = state["scaling_factor"]
+        self.rng.bit_generator.state = state["np_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.history = state["history"]
+        self.elapsed = state["elapsed"]
+        self.phase_elapsed = state.get("phase_elapsed", 0.0)
+        self.vae_steps_done = state.get("vae_steps_done", 0)
+        if self.scaling_factor is not None:
+            self.vae.register_to_config(scaling_factor=self.scaling_factor)
+        return True
+
+    # ----------------------------------------------------------------- phase 1: VAE
+    def train_vae(self) -> None:
+        a = self.args
+        self.vae.train()
+        clock = self.clock = PhaseClock(a.vae_steps, a.vae_minutes, self.phase_elapsed)
+        bar = tqdm(range(self.step, a.vae_steps), initial=self.step, total=a.vae_steps, desc="vae", mininterval=5)
+        for step in bar:
+            progress = clock.progress(step)
+            if progress >= 1.0:
+                print(f"vae: time budget reached at step {step}", flush=True)
+                break
+            for g in self.vae_opt.param_groups:
+                g["lr"] = a.vae_lr * lr_factor(step, progress, min(a.warmup, a.vae_steps // 10 + 1))
+            x, _, _ = dataset.sample_batch(self.rng, a.vae_batch, caption_dropout=0.0)
+            x = torch.from_numpy(x).to(self.device)
+            post = self.vae.encode(x).latent_dist
+            rec = self.vae.decode(post.sample()).sample
+            mse = F.mse_loss(rec, x)
+            loss = mse + 0.1 * F.l1_loss(rec, x) + a.kl_weight * post.kl().mean()
+            self.vae_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+            self.vae_opt.step()
+            self.step = step + 1
+            bar.set_postfix(mse=f"{mse.item():.5f}", refresh=False)
+            if self.step % 50 == 0:
+                self.history.append({"phase": "vae", "step": self.step, "mse": mse.item()})
+            if self.step % a.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+
+    @torch.no_grad()
+    def compute_scaling_factor(self, n: int = 2048) -> float:
+        self.vae.eval()
+        rng = np.random.default_rng(self.args.seed + 12345)
+        zs = []
+        for i in range(0, n, 128):
+            x, _, _ = dataset.sample_batch(rng, min(128, n - i), caption_dropout=0.0)
+            zs.append(self.vae.encode(torch.from_numpy(x).to(self.device)).latent_dist.sample())
+        std = torch.cat(zs).float().std().item()
+        return 1.0 / std
+
+    # ----------------------------------------------------------------- phase 2: text encoder + UNet
+    @torch.no_grad()
+    def build_pool(self) -> tuple[torch.Tensor, torch.Tensor, list[dataset.SceneSpec]]:
+        """Render and encode ``pool_size`` scenes once: posterior mean/std and the scene specs."""
+        self.vae.eval()
+        rng = np.random.default_rng(self.args.seed + 777)
+        means, stds, specs = [], [], []
+        n = self.args.pool_size
+        for i in tqdm(range(0, n, 256), desc="encode pool", mininterval=5):
+            x, _, sp = dataset.sample_batch(rng, min(256, n - i), caption_dropout=0.0)
+            dist = self.vae.encode(torch.from_numpy(x).to(self.device)).latent_dist
+            means.append(dist.mean)
+            stds.append(dist.std)
+            specs.extend(sp)
+        return torch.cat(means), torch.cat(stds), specs
+
+    def encode_prompts(self, captions: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def train_unet(self) -> None:
+        a = self.args
+        assert self.scaling_factor is not None
+        self.vae.requires_grad_(False)
+        means, stds, specs = self.build_pool()
+        self.unet.train()
+        self.text_encoder.train()
+        params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
+        alphas = self.noise_scheduler.alphas_cumprod.to(self.device)
+        clock = self.clock = PhaseClock(a.unet_steps, a.unet_minutes, self.phase_elapsed)
+        bar = tqdm(range(self.step, a.unet_steps), initial=self.step, total=a.unet_steps, desc="unet", mininterval=5)
+        ema_loss = None
+        for step in bar:
+            progress = clock.progress(step)
+            if progress >= 1.0:
+                print(f"unet: time budget reached at step {step}", flush=True)
+                break
+            for g in self.unet_opt.param_groups:
+                g["lr"] = a.lr * lr_factor(step, progress, a.warmup)
+            idx = self.rng.integers(0, len(specs), size=a.batch)
+            captions = [
+                "" if self.rng.random() < a.caption_dropout else dataset.caption(specs[i], self.rng) for i in idx
+            ]
+            idx_t = torch.from_numpy(idx).to(self.device)
+            latents = (means[idx_t] + stds[idx_t] * torch.randn_like(means[idx_t])) * self.scaling_factor
+            noise = torch.randn_like(latents)
+            if a.noise_offset:
+                noise = noise + a.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=self.device)
+            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (a.batch,), device=self.device)
+            ab = alphas[t].view(-1, 1, 1, 1)
+            noisy = ab.sqrt() * latents + (1 - ab).sqrt() * noise
+            pred = self.unet(noisy, t, self.encode_prompts(captions)).sample
+            loss = F.mse_loss(pred, noise)
+            self.unet_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            self.unet_opt.step()
+            self.step = step + 1
+            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+            if self.step % 50 == 0:
+                self.history.append({"phase": "unet", "step": self.step, "loss": ema_loss})
+            if self.step % a.checkpoint_every == 0:
+                self.save_checkpoint()
+            if a.export_every and self.step % a.export_every == 0 and self.step < a.unet_steps:
+                self.export(a.work_dir / "snapshot")
+        bar.close()
+
+    # ----------------------------------------------------------------- output
+    def export(self, out: Path) -> None:
+        """Write a diffusers folder that ``StableDiffusionPipeline.from_pretrained`` loads offline."""
+        pipe = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=build_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        tmp = out.with_name(out.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        # Ship the slow-tokenizer files (vocab.json + merges.txt, 1.5 MB) instead of the 3.6 MB
+        # tokenizer.json that save_pretrained writes; CLIPTokenizer.from_pretrained reads either.
+        shutil.rmtree(tmp / "tokenizer")
+        shutil.copytree(CLIP_TOKENIZER_DIR, tmp / "tokenizer")
+        info = {
+            "preset": self.args.preset,
+            "model_config": self.cfg.to_dict(),
+            "seed": self.args.seed,
+            "vae_steps": self.args.vae_steps,
+            "vae_batch": self.args.vae_batch,
+            "unet_steps": self.args.unet_steps,
+            "vae_steps_done": self.vae_steps_done,
+            "unet_steps_done": self.step if self.phase in ("unet", "done") else 0,
+            "batch": self.args.batch,
+            "lr": self.args.lr,
+            "caption_dropout": self.args.caption_dropout,
+            "noise_offset": self.args.noise_offset,
+            "scaling_factor": self.scaling_factor,
+            "train_seconds": round(self.elapsed + (time.time() - self._t0), 1),
+            "device": self.device.type,
+            "final_loss": next((h["loss"] for h in reversed(self.history) if "loss" in h), None),
+            "final_vae_mse": next((h["mse"] for h in reversed(self.history) if "mse" in h), None),
+        }
+        (tmp / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / "README.md").write_text(readme_text(info))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+
+    def run(self) -> None:
+        a = self.args
+        self._t0 = time.time()
+        if a.resume and self.load_checkpoint():
+            print(f"resumed from {self.ckpt_path}: phase={self.phase} step={self.step}", flush=True)
+        elif self.ckpt_path.exists() and not a.resume:
+            print(f"note: {self.ckpt_path} exists; starting fresh (pass --resume to continue)", flush=True)
+        if self.phase == "done" and self.step < a.unet_steps:
+            # continue a finished run with more steps (and, with a budget, a larger --unet-minutes)
+            print(f"continuing UNet training from step {self.step} to {a.unet_steps}", flush=True)
+            self.phase = "unet"
+        if self.phase == "vae":
+            self.train_vae()
+            self.scaling_factor = self.compute_scaling_factor()
+            self.vae.register_to_config(scaling_factor=self.scaling_factor)
+            print(f"vae done; latent scaling_factor={self.scaling_factor:.4f}", flush=True)
+            self.vae_steps_done = self.step
+            self.phase, self.step = "unet", 0
+            self.phase_elapsed, self.clock = 0.0, None
+            self.save_checkpoint()
+        if self.phase == "unet":
+            self.train_unet()
+            self.phase = "done"
+            self.save_checkpoint()
+        self.export(a.out)
+        print(f"wrote {a.out} ({folder_size(a.out) / 1e6:.1f} MB) after "
+              f"{(self.elapsed + time.time() - self._t0) / 60:.1f} min of training", flush=True)
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def readme_text(info: dict) -> str:
+    c = info["model_config"]
+    return f"""# shapes64: the embedded default model
+
+A tiny text-to-image latent diffusion model trained by this project
+(`python -m tools.default_model.train --out models/embedded/shapes64`) and shipped in git, so a fresh
+clone generates real pictures with no download. It only knows one kind of picture: **one shape
+(circle, square, triangle, star) in one colour (red, green, blue, yellow, purple, orange, white, black)
+on a background of another of those colours**, e.g. `a red circle on a blue background`.
+
+- **Native size: 64x64 pixels** (8x8 latents). Other sizes (multiples of 8) run but look worse.
+- Layout: a standard diffusers `StableDiffusionPipeline` folder (safetensors, fp32) that
+  `StableDiffusionPipeline.from_pretrained(path, safety_checker=None)` loads offline;
+  no safety checker or feature extractor (`requires_safety_checker: false`).
+- VAE: `AutoencoderKL`, block channels {c['vae_channels']}, downsampling factor 8, 4 latent channels,
+  `scaling_factor` {info['scaling_factor']:.4f} (1/std of the latents).
+- Text encoder: `CLIPTextModel`, hidden size {c['text_hidden']}, {c['text_layers']} layers, the real
+  CLIP BPE vocabulary (49408 tokens, 77 positions; tokenizer copied from `configs/clip_tokenizer`).
+- UNet: `UNet2DConditionModel`, channels {c['unet_channels']}, cross-attention dim {c['text_hidden']}.
+- Noise schedule: SD 1.x (scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction); the
+  shipped scheduler is Euler a; every other diffusers scheduler works via `from_config`.
+
+## Training
+Procedural data generated on the fly (`tools/default_model/dataset.py`, seeded): shape size 50-75% of
+the image with position jitter, several caption phrasings, 10% empty captions (so classifier-free
+guidance works). Phase 1 trains the VAE ({info['vae_steps_done']} steps, batch {info['vae_batch']}; final
+MSE {info['final_vae_mse']}); phase 2 trains text encoder + UNet with epsilon-prediction MSE
+({info['unet_steps_done']} steps, batch {info['batch']}, lr {info['lr']}, noise offset
+{info['noise_offset']}; final loss {info['final_loss']}). Seed {info['seed']}; {info['train_seconds'] / 60:.0f}
+minutes on {info['device']}. Details: `training_info.json`.
+
+Evaluate: `python -m tools.default_model.evaluate` (20 steps, Euler a, CFG 7).
+Recommended settings: 64x64, 20+ steps, CFG 5-8.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    Trainer(parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    main()

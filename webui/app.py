@@ -1,0 +1,281 @@
+"""The gradio web UI: `build_ui(ctx)` makes the Blocks, `launch_ui(ctx)` serves it with the flags.
+
+Torch-free: everything heavy lives behind ctx.queue (the engine) and ctx.registry (passed in
+already built). Each tab is its own module; this file lays them out and wires what crosses tabs
+(send-to buttons, PNG Info, page-load refresh).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import gradio as gr
+
+from modules.cmd_args import parse_credentials
+from modules.styles import StyleDatabase
+from modules.ui_config import UiConfig
+from webui import img2img, paste, png_info, quicksettings, settings_tab, toprow, txt2img
+from webui.common import TOOLTIPS, error
+from webui.env import UiEnv
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+log = logging.getLogger("webui")
+ASSETS = Path(__file__).resolve().parent / "assets"
+TITLE = "Stable Diffusion"
+
+
+@dataclass
+class Ui:
+    """Handles on the built page, for wiring and tests."""
+
+    env: UiEnv
+    tabs: gr.Tabs
+    quick: quicksettings.Quicksettings
+    txt2img: txt2img.Txt2ImgTab
+    img2img: img2img.Img2ImgTab
+    png_info: png_info.PngInfoTab
+    settings: settings_tab.SettingsTab
+
+
+def ui_config_path(ctx: "AppContext") -> Path:
+    flag = getattr(ctx.args, "ui_config_file", None)
+    return Path(flag) if flag else ctx.paths.ui_config_file
+
+
+def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
+             styles: Optional[StyleDatabase] = None) -> gr.Blocks:
+    """The whole page. The Ui handles are on `demo.sd_ui`."""
+    env = UiEnv(ctx=ctx, ui_config=ui_config or UiConfig(ui_config_path(ctx)),
+                styles=styles or StyleDatabase(ctx.paths.styles_file))
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        quick = quicksettings.build(env)
+        with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                t2i = txt2img.build(env, quick)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                i2i = img2img.build(env, quick)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                png = png_info.build(env)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                st = settings_tab.build(env)
+        ui = Ui(env, tabs, quick, t2i, i2i, png, st)
+        for row in (t2i.toprow, i2i.toprow):
+            toprow.wire_style_saving(env, row)
+        _wire_send_to(ui)
+        _wire_page_load(ui, demo)
+    for problem in env.ui_config.errors:
+        log.warning("ui-config: %s", problem)
+    try:
+        env.ui_config.save_missing()
+    except OSError as exc:  # a read-only data dir must not stop the UI
+        log.warning("could not write %s: %s", env.ui_config.path, exc)
+    demo.sd_ui = ui
+    return demo
+
+
+def _targets(ui: Ui) -> tuple[paste.PasteTarget, paste.PasteTarget]:
+    t, i = ui.txt2img, ui.img2img
+    t2i = paste.PasteTarget(t.toprow, t.sampler, t.size, t.batch, t.seed, ui.quick)
+    i2i = paste.PasteTarget(i.toprow, i.sampler, i.size, i.batch, i.seed, ui.quick,
+                            denoising_strength=i.denoising_strength, inpaint=i.inpaint)
+    return t2i, i2i
+
+
+def _wire_send_to(ui: Ui) -> None:
+    env = ui.env
+    t2i_target, i2i_target = _targets(ui)
+    i2i = ui.img2img
+    i2i_switch = [ui.tabs, i2i.subtabs, i2i.mode, i2i.inpaint.group]
+
+    def fill(text: str, target: paste.PasteTarget) -> dict:
+        if not text:
+            return {}
+        try:
+            return paste.paste_values(env, text, target)
+        except ValueError as exc:
+            gr.Warning(str(exc))
+            return {}
+
+    def image_to_img2img(mode: str):
+        component = i2i.init_img if mode == "img2img" else i2i.inpaint_editor
+
+        def send(image, text: str):
+            if image is None:
+                raise gr.Error("No image to send: generate or select an image first.")
+            out = {ui.tabs: gr.Tabs(selected="img2img"), **img2img.switch_to(i2i, mode), **fill(text, i2i_target)}
+            out[component] = image if mode == "img2img" else {"background": image, "layers": [], "composite": image}
+            return out
+
+        return send, component
+
+    outputs_i2i = [*i2i_switch, i2i.init_img, i2i.inpaint_editor, *i2i_target.components()]
+
+    # gallery → img2img / inpaint (from both tabs' galleries)
+    for panel in (ui.txt2img.panel, ui.img2img.panel):
+        for button, mode in ((panel.send_to_img2img, "img2img"), (panel.send_to_inpaint, "inpaint")):
+            send, _ = image_to_img2img(mode)
+
+            def from_gallery(shown, selected, send=send):
+                if not shown or not shown.items:
+                    raise gr.Error("No image to send: generate an image first.")
+                try:
+                    image = shown.image(selected)
+                except Exception as exc:
+                    raise error(exc)
+                return send(image, shown.infotext(selected))
+
+            button.click(from_gallery, [panel.shown, panel.selected], outputs_i2i, show_progress="hidden",
+                         api_visibility="private")
+
+    # PNG Info → txt2img / img2img / inpaint
+    def png_to_txt2img(text: str):
+        if not text:
+            raise gr.Error("This image holds no generation parameters.")
+        return {ui.tabs: gr.Tabs(selected="txt2img"), **fill(text, t2i_target)}
+
+    ui.png_info.send_to_txt2img.click(png_to_txt2img, ui.png_info.text, [ui.tabs, *t2i_target.components()],
+                                      show_progress="hidden", api_visibility="private")
+    for button, mode in ((ui.png_info.send_to_img2img, "img2img"), (ui.png_info.send_to_inpaint, "inpaint")):
+        send, _ = image_to_img2img(mode)
+
+        def from_png(path, text, send=send):
+            try:
+                image = png_info.load_image(path)
+            except Exception as exc:
+                raise error(exc)
+            return send(image, text)
+
+        button.click(from_png, [ui.png_info.image, ui.png_info.text], outputs_i2i, show_progress="hidden",
+                     api_visibility="private")
+
+    # ↙️ in each prompt row: read the prompt box as an infotext, else the last generation
+    for tab, target in ((ui.txt2img, t2i_target), (ui.img2img, i2i_target)):
+        def paste_prompt(prompt: str, shown, selected, target=target):
+            text = prompt if prompt and prompt.strip() else (shown.infotext(selected) if shown else "")
+            if not text:
+                raise gr.Error("Nothing to read: type or paste generation parameters into the prompt first.")
+            return fill(text, target)
+
+        tab.toprow.paste.click(paste_prompt, [tab.toprow.prompt, tab.panel.shown, tab.panel.selected],
+                               target.components(), show_progress="hidden", api_visibility="private")
+
+
+def _wire_page_load(ui: Ui, demo: gr.Blocks) -> None:
+    """A freshly loaded page shows the settings as saved now (another tab may have changed them),
+    and new-page defaults changed in Settings since start-up."""
+    env = ui.env
+    built = env.ctx.settings.get()
+    default_targets = []
+    for tab in (ui.txt2img, ui.img2img):
+        default_targets.append((tab.sampler.sampler, "default_sampler"))
+        default_targets.append((tab.sampler.scheduler, "default_scheduler"))
+        default_targets.append((tab.sampler.steps, "default_steps"))
+        default_targets.append((tab.batch.cfg_scale, "default_cfg_scale"))
+
+    def on_load():
+        opts = env.ctx.settings.get()
+        out = {**quicksettings.current_values(env, ui.quick), **settings_tab.current_values(env, ui.settings)}
+        for component, name in default_targets:
+            value = getattr(opts, name)
+            out[component] = value if value != getattr(built, name) else gr.skip()
+        return out
+
+    outputs = [ui.quick.checkpoint, ui.quick.vae, ui.quick.clip_skip, *ui.settings.components.values(),
+               *[c for c, _ in default_targets]]
+    demo.load(on_load, None, outputs, show_progress="hidden", api_visibility="private")
+
+
+# ---------------------------------------------------------------------------------------------
+# serving
+
+
+def head_html(theme: Optional[str] = None) -> str:
+    script = (ASSETS / "keyboard.js").read_text(encoding="utf-8")
+    tips = json.dumps(TOOLTIPS, ensure_ascii=False).replace("</", "<\\/")
+    parts = [f"<script>window.SD_WEBUI_TOOLTIPS = {tips};</script>", f"<script>{script}</script>"]
+    if theme in ("light", "dark"):
+        # A1111's --theme: gradio picks light/dark from the __theme URL parameter.
+        parts.insert(0, "<script>(function(){const u=new URL(location.href);"
+                        f"if(u.searchParams.get('__theme')!=='{theme}'){{u.searchParams.set('__theme','{theme}');"
+                        "location.replace(u.href);}})();</script>")
+    return "\n".join(parts)
+
+
+def css() -> str:
+    return (ASSETS / "style.css").read_text(encoding="utf-8")
+
+
+def theme() -> gr.themes.Base:
+    # System fonts only: the default theme would fetch Google fonts, and we run offline.
+    return gr.themes.Default(
+        primary_hue="orange", secondary_hue="gray", neutral_hue="gray",
+        font=["Source Sans Pro", "ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["IBM Plex Mono", "ui-monospace", "Consolas", "monospace"],
+    )
+
+
+def gradio_auth(args) -> list[tuple[str, str]]:
+    """--gradio-auth "u:p,u2:p2" plus --gradio-auth-path (a file of such lines)."""
+    creds: list[tuple[str, str]] = []
+    if getattr(args, "gradio_auth", None):
+        creds += parse_credentials(args.gradio_auth)
+    if getattr(args, "gradio_auth_path", None):
+        path = Path(args.gradio_auth_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SystemExit(f"--gradio-auth-path: cannot read {path}: {exc}") from exc
+        creds += parse_credentials(text)
+    return creds
+
+
+def server_name(args) -> str:
+    if getattr(args, "server_name", None):
+        return args.server_name
+    return "0.0.0.0" if getattr(args, "listen", False) else "127.0.0.1"
+
+
+def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False) -> gr.Blocks:
+    """Serve the UI as the flags say; returns the running Blocks (call .close() to stop it).
+
+    With block=True this call waits until the server stops (Ctrl+C), as launch.py wants.
+    """
+    args = ctx.args
+    demo = build_ui(ctx)
+    demo.queue(default_concurrency_limit=4, max_size=None)
+    auth = gradio_auth(args)
+    allowed = [str(ctx.paths.outputs_dir), str(ctx.paths.data_dir / "log")]
+    opts = ctx.settings.get()
+    for name in ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
+                 "outdir_txt2img_grids", "outdir_img2img_grids"):
+        value = getattr(opts, name, "")
+        if value and Path(value).is_absolute():
+            allowed.append(value)
+    demo.launch(
+        server_name=server_name(args),
+        server_port=getattr(args, "port", None) or 7860,
+        share=bool(getattr(args, "share", False)),
+        inbrowser=bool(getattr(args, "autolaunch", False)),
+        auth=auth or None,
+        auth_message="Please log in to the Stable Diffusion web UI" if auth else None,
+        prevent_thread_lock=True,
+        show_error=True,
+        quiet=quiet,
+        allowed_paths=allowed,
+        theme=theme(),
+        css=css(),
+        head=head_html(getattr(args, "theme", None)),
+        footer_links=["api"],
+    )
+    if block:
+        demo.block_thread()
+    return demo
+
+
+__all__ = ["build_ui", "launch_ui", "Ui", "gradio_auth", "server_name"]

@@ -1,0 +1,27 @@
+"""What every tab builder gets: the app's services plus the UI-only ones (ui-config, styles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from modules.styles import StyleDatabase
+from modules.ui_config import UiConfig
+
+if TYPE_CHECKING:
+    from modules.app_context import AppContext
+
+T = TypeVar("T")
+
+
+@dataclass
+class UiEnv:
+    ctx: "AppContext"
+    ui_config: UiConfig
+    styles: StyleDatabase
+    # Style dropdowns of every tab, refreshed together when a style is saved or deleted.
+    style_dropdowns: list = field(default_factory=list)
+
+    def component(self, cls: Callable[..., T], tab: str, label: str, **kwargs: Any) -> T:
+        """A control whose defaults the user can change in ui-config.json ("tab/label/value")."""
+        return self.ui_config.component(cls, tab, label, **kwargs)
