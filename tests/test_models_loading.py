@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.models import file_check
 from modules.models.checkpoint_io import read_state_dict
 from modules.models.detect import V_PREDICTION
 from modules.models.errors import CheckpointError, NoModelError, UnknownModelError, UnsafeCheckpointError
@@ -145,6 +144,27 @@ def test_sd1_pipeline_runs_end_to_end(built):
     assert image.shape == (1, 32, 32, 3)
 
 
+def test_loads_in_a_fresh_process_offline_with_an_empty_hub_cache(tiny, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from modules.paths import REPO_ROOT
+
+    code = (
+        "import sys; from modules.models.single_file import load_checkpoint_file; "
+        "from modules.models.options import ModelOptions; "
+        "b = load_checkpoint_file(sys.argv[1], ModelOptions(device='cpu')); print(b.architecture.variant)"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    out = subprocess.run([sys.executable, "-c", code, str(tiny["sdxl"].path)], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "sdxl"
+    assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
+
+
 # -- SD 2.x prediction type ---------------------------------------------------------------------
 
 
@@ -252,6 +272,10 @@ def test_checkpoints_limit_evicts_least_recently_used_and_frees_it(three_models)
     reg.get("alpha"), reg.get("beta"), reg.get("alpha")  # alpha is now the most recent
     reg.get("gamma")
     assert sorted(t.split(" ")[0] for t in reg.loaded_titles()) == ["alpha.safetensors", "gamma.safetensors"]
+    reg.set_checkpoints_limit(1)
+    assert [t.split(" ")[0] for t in reg.loaded_titles()] == ["gamma.safetensors"]
+    with pytest.raises(ValueError):
+        reg.set_checkpoints_limit(0)
     reg.unload()
     assert reg.loaded_titles() == []
     assert reg.reload().name == "alpha"

@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import gradio as gr
 
@@ -181,13 +181,16 @@ def _wire_page_load(ui: Ui, demo: gr.Blocks) -> None:
     def on_load():
         opts = env.ctx.settings.get()
         out = {**quicksettings.current_values(env, ui.quick), **settings_tab.current_values(env, ui.settings)}
+        names = env.styles.names()  # styles.csv may have been edited since start-up
+        for dropdown in env.style_dropdowns:
+            out[dropdown] = gr.Dropdown(choices=names)
         for component, name in default_targets:
             value = getattr(opts, name)
             out[component] = value if value != getattr(built, name) else gr.skip()
         return out
 
     outputs = [ui.quick.checkpoint, ui.quick.vae, ui.quick.clip_skip, *ui.settings.components.values(),
-               *[c for c, _ in default_targets]]
+               *[c for c, _ in default_targets], *env.style_dropdowns]
     demo.load(on_load, None, outputs, show_progress="hidden", api_visibility="private")
 
 
@@ -241,10 +244,13 @@ def server_name(args) -> str:
     return "0.0.0.0" if getattr(args, "listen", False) else "127.0.0.1"
 
 
-def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False) -> gr.Blocks:
+def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
+              on_app: Optional[Callable[[Any], None]] = None) -> gr.Blocks:
     """Serve the UI as the flags say; returns the running Blocks (call .close() to stop it).
 
-    With block=True this call waits until the server stops (Ctrl+C), as launch.py wants.
+    `on_app(fastapi_app)` runs once the server is up, e.g. to mount the /sdapi/v1 routes beside
+    the UI for --api (as A1111 does). With block=True this call waits until the server stops
+    (Ctrl+C), as launch.py wants.
     """
     args = ctx.args
     demo = build_ui(ctx)
@@ -273,6 +279,8 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False) ->
         head=head_html(getattr(args, "theme", None)),
         footer_links=["api"],
     )
+    if on_app is not None:
+        on_app(demo.app)
     if block:
         demo.block_thread()
     return demo

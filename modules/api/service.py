@@ -219,10 +219,8 @@ class ApiService:
         return await run_in_threadpool(self.respond, body, prepared, job, result, schemas.ImageToImageResponse)
 
     async def _run(self, prepared: Prepared) -> tuple[Job, GenerationResult]:
-        opts = self.ctx.settings.get()
-        preview_every = opts.show_progress_every_n_steps if opts.live_previews_enable else 0
         try:
-            job = self.ctx.queue.submit(prepared.request, prepared.task_id, preview_every=preview_every)
+            job = self.ctx.queue.submit(prepared.request, prepared.task_id)  # previews: the queue's setting
         except ValueError as err:  # the queue refuses a task id that is still queued or running
             raise TaskConflictError(str(err)) from None
         result = await asyncio.wrap_future(job.future)
@@ -598,8 +596,7 @@ class ApiService:
         return self.ctx.settings.get().model_dump()
 
     def set_options(self, changes: dict[str, Any]) -> None:
-        """Validate everything first, switch the model / VAE the change names (A1111 loads it
-        at once), then store the settings."""
+        """Validate every change (unknown names 422, unknown model or VAE 404), then store them all."""
         if not isinstance(changes, dict):
             raise FieldError.single((), "expected a JSON object of option names and values")
         current = self.ctx.settings.get()
@@ -614,11 +611,11 @@ class ApiService:
                                "type": e["type"]} for e in err.errors(include_url=False)]) from None
         checkpoint = _clean_name(changes.get("sd_model_checkpoint"))
         if checkpoint is not None:
-            self.registry.select(checkpoint)
+            self._require_known("checkpoint", checkpoint)
         vae = _clean_name(changes.get("sd_vae"))
         if vae is not None:
-            self.registry.select_vae(vae)
-        self.ctx.settings.update(changes)
+            self._require_known("vae", vae)
+        self.ctx.settings.update(changes)  # its listeners switch the model / VAE (app_factory)
 
     def cmd_flags(self) -> dict[str, Any]:
         flags = dict(vars(self.ctx.args))

@@ -108,6 +108,10 @@ class JobQueue:
         return job.control.snapshot() if job is not None else None
 
     # ---- commands
+    def set_preview_every(self, steps: int) -> None:
+        """Live-preview interval for jobs submitted from now on (0 = off)."""
+        self._preview_every = max(0, steps)
+
     def interrupt(self, task_id: Optional[str] = None) -> bool:
         """Interrupt one task (running or queued) or, with no id, the running one."""
         job = self.current if task_id is None else self.get(task_id)

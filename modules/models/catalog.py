@@ -349,8 +349,14 @@ def _walk_models(root: Path, suffixes: Iterable[str] = CHECKPOINT_SUFFIXES + VAE
     if not root.is_dir():
         return
     suffixes = tuple(s.lower() for s in suffixes)
+    visited: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
+        real = os.path.realpath(dirpath)
+        if real in visited:  # a symlink loop or a folder linked twice
+            dirnames[:] = []
+            continue
+        visited.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if folders and here != root and "model_index.json" in filenames:
             dirnames[:] = []  # a diffusers folder is one model; don't list its weight files

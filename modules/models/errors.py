@@ -6,6 +6,7 @@ Every message names the file or the name that caused it, so the UI and the API c
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -58,28 +59,37 @@ class UnknownModelError(ModelError, LookupError):
 
     @classmethod
     def for_candidates(
-        cls, kind: str, name: str, candidates: Iterable[str], n: int = 5, cutoff: float = 0.45
+        cls, kind: str, name: str, candidates: Iterable[str], n: int = 5, cutoff: float = 0.5
     ) -> "UnknownModelError":
         return cls(kind, name, close_matches(name, candidates, n=n, cutoff=cutoff))
 
 
-def close_matches(name: str, candidates: Iterable[str], n: int = 5, cutoff: float = 0.45) -> list[str]:
-    """Nearest names to `name`, case-insensitively, keeping the candidates' own spelling."""
-    by_lower: dict[str, str] = {}
-    for c in candidates:
-        by_lower.setdefault(c.lower(), c)
-    found = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=cutoff)
-    # Substring hits ("anime" -> "sub/anime-v3.safetensors") are close too, even if difflib disagrees.
-    needle = name.lower().strip()
-    if needle:
-        for low, orig in by_lower.items():
-            if needle in low and low not in found:
-                found.append(low)
-    out: list[str] = []
-    for low in found:
-        if by_lower[low] not in out:
-            out.append(by_lower[low])
-    return out[:n]
+_EXT = re.compile(r"\.(safetensors|ckpt|pt|pth|bin)$")
+_HASH = re.compile(r"\s*\[[0-9a-f]+\]$")
+
+
+def _stems(name: str) -> set[str]:
+    """"sub/model.safetensors [abc]" -> {"sub/model", "model"}: what people actually type."""
+    stem = _EXT.sub("", _HASH.sub("", name.lower().strip()))
+    return {stem, stem.rsplit("/", 1)[-1]} - {""}
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 5, cutoff: float = 0.5) -> list[str]:
+    """Nearest names to `name`, best first, in the candidates' own spelling. Names are compared
+    without extension and hash (difflib ratio); a candidate containing the query also counts."""
+    queries = _stems(name)
+    scored: dict[str, float] = {}
+    for cand in candidates:
+        best = 0.0
+        for key in _stems(cand):
+            for q in queries:
+                ratio = difflib.SequenceMatcher(None, q, key).ratio()
+                if len(q) >= 3 and q in key:
+                    ratio = max(ratio, 0.8)
+                best = max(best, ratio)
+        if best >= cutoff:
+            scored[cand] = max(best, scored.get(cand, 0.0))
+    return [c for c, _ in sorted(scored.items(), key=lambda kv: -kv[1])][:n]
 
 
 def describe_reason(exc: BaseException) -> str:

@@ -55,7 +55,7 @@ def _stat_key(path: Path) -> tuple[int, float]:
     if path.is_dir():
         files = folder_files(path)
         stats = [f.stat() for f in files]
-        return sum(s.st_size for s in stats) + len(files), max((s.st_mtime for s in stats), default=0.0)
+        return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=0.0)
     st = path.stat()
     return st.st_size, st.st_mtime
 

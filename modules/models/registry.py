@@ -135,6 +135,14 @@ class ModelRegistry:
         self.find_vae(choice)  # raises UnknownModelError with close matches
         self._vae_setting = choice
 
+    def set_checkpoints_limit(self, limit: int) -> None:
+        """Keep at most `limit` checkpoints loaded from now on (drops the least recent at once)."""
+        with self._lock:
+            self.options = dataclasses.replace(self.options, checkpoints_limit=limit)  # validates
+            while len(self._loaded) > limit:
+                _, old = self._loaded.popitem(last=False)
+                self._free(old)
+
     # -- loading --------------------------------------------------------------------------------
     def get(self, checkpoint: Optional[str] = None, vae: Optional[str] = None) -> "LoadedModel":
         """The model for a request: `checkpoint` (title, name or hash; None = the default) with
@@ -225,6 +233,8 @@ class ModelRegistry:
             built = load_diffusers_folder(info.path, self.options)
         else:
             built = load_checkpoint_file(info.path, self.options)
+        if self.options.memory_mode is MemoryMode.MEDVRAM and self._offloaded():
+            self._offload_owner = built.pipe  # place_pipeline hooked it already
         self.warnings = list(built.warnings)
         for w in built.warnings:
             log.warning("%s: %s", info.name, w)

@@ -72,12 +72,9 @@ def make_args(data_dir: Path, *extra: str) -> argparse.Namespace:
 
 @pytest.fixture(scope="session")
 def ctx(data_dir):
-    try:  # TEMP-DEV
-        from modules.app_factory import create_context
-        context = create_context(make_args(data_dir))
-    except ImportError:  # TEMP-DEV
-        from tmp.dev_ctx import make  # TEMP-DEV
-        context = make(data_dir, ["--use-cpu", "--ckpt", MODEL_A])  # TEMP-DEV
+    from modules.app_factory import create_context
+
+    context = create_context(make_args(data_dir))
     context.settings.update({"show_progress_every_n_steps": 1, "live_previews_enable": True})
     yield context
     context.queue.shutdown()

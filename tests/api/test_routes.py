@@ -117,3 +117,44 @@ def test_mount_api_beside_another_app_with_a_catch_all_route(ctx):
                                         (["--listen", "--server-name", "10.1.2.3"], "10.1.2.3")])
 def test_bind_host(argv, host):
     assert bind_host(parse_args(argv)) == host
+
+
+def test_launch_nowebui_serves_the_api_on_loopback(data_dir):
+    """launch.py --nowebui: the API alone, bound to 127.0.0.1 by default, stopped by Ctrl+C."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, str(repo / "launch.py"), "--nowebui", "--port", str(port),
+                             "--data-dir", str(data_dir), "--use-cpu"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-2000:]
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/sdapi/v1/samplers", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the API did not come up"
+                time.sleep(0.25)
+        assert r.status_code == 200 and r.json()[0]["name"] == samplers.SAMPLER_NAMES[0]
+        with socket.socket() as s:  # not on other interfaces: only loopback answers
+            s.settimeout(1)
+            host_ip = socket.gethostbyname(socket.gethostname())
+            if not host_ip.startswith("127."):
+                assert s.connect_ex((host_ip, port)) != 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -50,14 +50,15 @@ class Server:
         self.ctx.queue.shutdown(timeout=10)
 
 
-def _real_context(data_dir: Path, port: int):
+def _real_context(data_dir: Path, port: int, extra_args: list[str]):
     from modules.cmd_args import parse_args
     from tests.tiny_model import save_tiny_model_dir
 
     model_dir = data_dir / "models" / "Stable-diffusion" / "tiny"
     if not model_dir.exists():
         save_tiny_model_dir(model_dir)
-    args = parse_args(["--data-dir", str(data_dir), "--port", str(port), "--no-hashing", "--use-cpu"])
+    args = parse_args(["--data-dir", str(data_dir), "--port", str(port), "--no-hashing", "--use-cpu", "--ckpt", "tiny",
+                       *extra_args])
     try:
         from modules.app_factory import create_context
     except ImportError:  # until the app factory lands: the same services, built by hand
@@ -81,17 +82,22 @@ def _hand_built_context(args):
     return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=JobQueue(engine.generate))
 
 
-def _fake_context(data_dir: Path, port: int):
+def _fake_context(data_dir: Path, port: int, extra_args: list[str]):
+    from modules.cmd_args import parse_args
     from tests.ui.fakes import fake_context
 
-    return fake_context(data_dir, step_s=0.02, port=port)
+    ctx = fake_context(data_dir, step_s=0.02)
+    ctx.args = parse_args(["--data-dir", str(data_dir), "--port", str(port), *extra_args])
+    return ctx
 
 
-def start_server(data_dir: Path) -> Server:
+def start_server(data_dir: Path, **flags) -> Server:
+    """Serve the app on a free port; `flags` are launch flags (gradio_auth="u:p" → --gradio-auth u:p)."""
     from webui.app import launch_ui
 
     port = free_port()
-    ctx = (_fake_context if BACKEND == "fake" else _real_context)(data_dir, port)
+    extra = [item for key, value in flags.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    ctx = (_fake_context if BACKEND == "fake" else _real_context)(data_dir, port, extra)
     demo = launch_ui(ctx, quiet=True)
     return Server(ctx, demo, f"http://127.0.0.1:{port}/", data_dir)
 

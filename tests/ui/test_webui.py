@@ -119,7 +119,7 @@ def test_png_info_reads_output_and_sends_to_txt2img(page, server, tmp_path):
 
     result = server.ctx.queue.run(GenerationRequest(
         prompt="a tiny house, (night:1.2)", negative_prompt="daylight, people", seed=4242, steps=5,
-        cfg_scale=5.5, sampler_name="Euler a", scheduler="Karras", width=SMALL, height=72))
+        cfg_scale=5.5, sampler_name="Euler a", scheduler="SGM Uniform", width=SMALL, height=72))
     assert result.saved_paths, "the output was not saved"
     path = Path(result.saved_paths[0])
 
@@ -137,7 +137,7 @@ def test_png_info_reads_output_and_sends_to_txt2img(page, server, tmp_path):
     assert h.number(page, "txt2img_width") == SMALL
     assert h.number(page, "txt2img_height") == 72
     assert h.dropdown_value(page, "txt2img_sampling") == "Euler a"
-    assert h.dropdown_value(page, "txt2img_scheduler") == "Karras"
+    assert h.dropdown_value(page, "txt2img_scheduler") == "SGM Uniform"
     shot(page, "png_info_sent_to_txt2img")
 
     # and straight back: generating with the pasted fields reproduces the image
@@ -300,3 +300,118 @@ def test_ui_config_defaults_are_written_and_used(browser, data_root):
     finally:
         srv.close()
     log.check()
+
+
+def test_image_tools_save_zip_folder(page, server):
+    h.fill(page, "txt2img_prompt", "tools")
+    small_job(page)
+    h.set_number(page, "txt2img_batch_size", 2)
+    h.generate(page)
+    assert h.gallery_images(page, "txt2img").count() >= 3  # grid + 2 images (thumbnails)
+    page.locator("#save_txt2img").click()
+    page.locator("#html_log_txt2img").get_by_text("Saved:", exact=False).wait_for(timeout=15_000)
+    saved = list((server.data_dir / "log" / "images").glob("*.png"))
+    assert saved and "tools" in Image.open(saved[0]).info["parameters"]
+    assert (server.data_dir / "log" / "log.csv").read_text().startswith("prompt,seed,")
+    page.locator("#download_files_txt2img").first.wait_for(state="visible", timeout=15_000)
+
+    page.locator("#save_zip_txt2img").click()
+    page.locator("#html_log_txt2img").get_by_text(".zip", exact=False).wait_for(timeout=15_000)
+    import zipfile
+
+    archive = next((server.data_dir / "log" / "images").glob("*.zip"))
+    assert len(zipfile.ZipFile(archive).namelist()) == 2
+
+    page.locator("#txt2img_open_folder").click()
+    folder_note = page.locator("#html_log_txt2img").get_by_text("Outputs folder:", exact=False)
+    folder_note.wait_for(timeout=15_000)
+    assert str(server.data_dir / "outputs" / "txt2img-images") in folder_note.inner_text()
+
+
+def test_style_selected_in_dropdown_is_used_when_generating(page, server):
+    (server.data_dir / "styles.csv").write_text("name,prompt,negative_prompt\nNeon,\"neon glow, {prompt}\",dull\n")
+    page.reload()
+    page.wait_for_selector("#txt2img_generate")
+    h.fill(page, "txt2img_prompt", "a street")
+    small_job(page)
+    h.choose(page, "txt2img_styles", "Neon")
+    info = h.generate(page)
+    assert info.startswith("neon glow, a street")
+    assert "Negative prompt: dull" in info
+
+
+def test_batch_folder(page, tmp_path):
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    for name, colour in (("one", (250, 0, 0)), ("two", (0, 250, 0))):
+        Image.new("RGB", (SMALL, SMALL), colour).save(in_dir / f"{name}.png")
+    h.tab(page, "img2img")
+    h.tab(page, "Batch")
+    h.fill(page, "img2img_batch_input_dir", str(in_dir))
+    h.fill(page, "img2img_batch_output_dir", str(out_dir))
+    h.fill(page, "img2img_prompt", "batch")
+    small_job(page, "img2img", steps=3)
+    h.generate(page, "img2img")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["one.png", "two.png"]
+    assert "batch" in Image.open(out_dir / "one.png").info["parameters"]
+
+
+def test_draw_mask_in_inpaint_editor(page):
+    h.fill(page, "txt2img_prompt", "draw")
+    small_job(page)
+    h.generate(page)
+    page.locator("#txt2img_send_to_inpaint").click()
+    canvas = page.locator("#img2maskimg canvas").first
+    canvas.wait_for(state="visible", timeout=15_000)
+    page.wait_for_timeout(800)
+    # pick the brush and paint a stroke across the middle of the image
+    brush = page.locator("#img2maskimg button[aria-label='Brush'], #img2maskimg [title='Brush']").first
+    if brush.count():
+        brush.click()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 40, cy)
+    page.mouse.down()
+    for dx in range(-40, 41, 8):
+        page.mouse.move(cx + dx, cy + dx / 4)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    shot(page, "inpaint_mask_drawn")
+    h.set_number(page, "img2img_steps", 3)
+    info = h.generate(page, "img2img")
+    assert "Mask blur" in info
+
+
+def test_switch_checkpoint_in_quicksettings(page, server):
+    if BACKEND == "fake":
+        second = "other/second.safetensors [abcdef0123]"
+    else:
+        from tests.tiny_model import save_tiny_model_dir
+
+        save_tiny_model_dir(server.data_dir / "models" / "Stable-diffusion" / "tiny2", seed=1)
+        second = "tiny2"
+    page.locator("#refresh_sd_model_checkpoint").click()
+    page.wait_for_timeout(1000)
+    h.choose(page, "setting_sd_model_checkpoint", second)
+    wait_until(lambda: server.ctx.settings.get().sd_model_checkpoint == second, 60, what="checkpoint saved")
+    h.fill(page, "txt2img_prompt", "other model")
+    small_job(page)
+    info = h.generate(page)
+    assert f"Model: {second.split(' [')[0].split('/')[-1].rsplit('.', 1)[0]}" in info
+
+
+def test_gradio_auth(browser, data_root, monkeypatch):
+    from tests.ui import conftest
+
+    srv = conftest.start_server(data_root / "auth", gradio_auth="alice:secret")
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(srv.url)
+        page.get_by_label("username").fill("alice")
+        page.get_by_label("password").fill("secret")
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_selector("#txt2img_generate", timeout=60_000)
+        context.close()
+    finally:
+        srv.close()

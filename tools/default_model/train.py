@@ -229,7 +229,7 @@ class Trainer:
                 print(f"vae: time budget reached at step {step}", flush=True)
                 break
             for g in self.vae_opt.param_groups:
-                g["lr"] = a.vae_lr * lr_factor(step, progress, min(a.warmup, a.vae_steps // 10 + 1))
+                g["lr"] = a.vae_lr * lr_factor(step, progress, min(50, a.warmup, a.vae_steps // 10 + 1))
             x, _, _ = dataset.sample_batch(self.rng, a.vae_batch, caption_dropout=0.0)
             x = torch.from_numpy(x).to(self.device)
             post = self.vae.encode(x).latent_dist

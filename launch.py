@@ -1,0 +1,32 @@
+"""Start the web UI (and/or the A1111-compatible API) on 127.0.0.1:7860 by default.
+
+    python launch.py [--listen] [--port 7860] [--api | --nowebui] [--share] ...   (see --help)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional, Sequence
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from modules.cmd_args import parse_args
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from modules.app_factory import create_context
+
+    ctx = create_context(args)
+    if args.nowebui:
+        from modules.api.server import serve_api
+
+        serve_api(ctx)
+        return
+    from webui.app import launch_ui
+
+    launch_ui(ctx, block=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,63 @@
+"""Builds the long-lived services from the command-line flags (the only place that does)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from modules.app_context import AppContext
+from modules.jobs.queue import JobQueue
+from modules.paths import Paths
+from modules.settings import Options, SettingsStore
+
+log = logging.getLogger(__name__)
+
+
+def build_paths(args: argparse.Namespace) -> Paths:
+    from modules.paths import REPO_ROOT
+
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else REPO_ROOT
+    return Paths(data_dir=data_dir, ckpt_dirs=tuple(Path(d).resolve() for d in args.ckpt_dir))
+
+
+def build_settings(args: argparse.Namespace, paths: Paths) -> SettingsStore:
+    path = Path(args.ui_settings_file).resolve() if args.ui_settings_file else paths.config_file
+    return SettingsStore(path)
+
+
+def create_context(args: argparse.Namespace) -> AppContext:
+    from modules.models.options import ModelOptions
+    from modules.models.registry import ModelRegistry
+    from modules.processing.engine import Engine
+
+    paths = build_paths(args)
+    for folder in (paths.stable_diffusion_dir, paths.vae_dir, paths.outputs_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    settings = build_settings(args, paths)
+    options = settings.get()
+    model_options = ModelOptions.from_flags(
+        medvram=args.medvram, lowvram=args.lowvram, device="cpu" if args.use_cpu else None,
+        precision=args.precision, no_half=args.no_half, no_half_vae=args.no_half_vae, no_hashing=args.no_hashing,
+        checkpoints_limit=options.sd_checkpoints_limit, vae=options.sd_vae,
+        default_checkpoint=args.ckpt or options.sd_model_checkpoint or None,
+    )
+    registry = ModelRegistry(paths, model_options)
+    engine = Engine(registry, settings, paths)
+    preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
+    queue = JobQueue(engine.generate, preview_every=preview_every)
+    settings.on_change(lambda old, new: apply_model_settings(registry, queue, old, new))
+    return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue)
+
+
+def apply_model_settings(registry, queue: JobQueue, old: Options, new: Options) -> None:
+    """Settings that act on live objects take effect at once, as A1111's do."""
+    if new.sd_model_checkpoint and new.sd_model_checkpoint != old.sd_model_checkpoint:
+        registry.select(new.sd_model_checkpoint)
+    if new.sd_vae != old.sd_vae:
+        registry.select_vae(new.sd_vae)
+    if new.sd_checkpoints_limit != old.sd_checkpoints_limit:
+        registry.set_checkpoints_limit(new.sd_checkpoints_limit)
+    if (new.show_progress_every_n_steps, new.live_previews_enable) != (old.show_progress_every_n_steps,
+                                                                         old.live_previews_enable):
+        queue.set_preview_every(new.show_progress_every_n_steps if new.live_previews_enable else 0)
