@@ -25,7 +25,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     from webui.app import launch_ui
 
-    launch_ui(ctx, block=True)
+    def add_api(app) -> None:
+        from modules.api import mount_api
+
+        mount_api(app, ctx)
+
+    launch_ui(ctx, block=True, on_app=add_api if args.api else None)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def create_context(args: argparse.Namespace) -> AppContext:
         default_checkpoint=args.ckpt or options.sd_model_checkpoint or None,
     )
     registry = ModelRegistry(paths, model_options)
-    engine = Engine(registry, settings, paths)
+    engine = Engine(registry, settings, paths, vae_tile_threshold=model_options.vae_tile_threshold)
     preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
     queue = JobQueue(engine.generate, preview_every=preview_every)
     settings.on_change(lambda old, new: apply_model_settings(registry, queue, old, new))

@@ -38,7 +38,7 @@ def _build(ctx: "AppContext"):
 def mount_api(app: "FastAPI", ctx: "AppContext") -> "ApiService":
     """Add /sdapi/v1 to an existing app (gradio's). Our routes go first, so no catch-all route of
     the host app can shadow them; /docs is added when the host app has none."""
-    from modules.api.routes import add_docs_routes
+    from modules.api.routes import add_docs_page, add_docs_routes
 
     service, router, auth = _build(ctx)
     before = len(app.router.routes)
@@ -49,22 +49,11 @@ def mount_api(app: "FastAPI", ctx: "AppContext") -> "ApiService":
     paths = {getattr(r, "path", None) for r in app.router.routes}
     if "/docs" not in paths:
         if app.openapi_url:  # the host app serves its schema already; add the page over it
-            _add_docs_page(app, auth, app.openapi_url)
+            add_docs_page(app, auth, app.openapi_url)
         else:
             add_docs_routes(app, auth)
     app.openapi_schema = None  # rebuilt with our routes on the next request
     return service
-
-
-def _add_docs_page(app: "FastAPI", auth, openapi_url: str) -> None:
-    from fastapi import Depends
-    from fastapi.openapi.docs import get_swagger_ui_html
-
-    async def docs():
-        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - docs")
-
-    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False,
-                      dependencies=[Depends(auth)] if auth else [])
 
 
 def create_api_app(ctx: "AppContext") -> "FastAPI":

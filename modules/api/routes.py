@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 from modules.api import schemas
 from modules.api.errors import ErrorMapper, mapping_route_class
@@ -139,6 +140,30 @@ def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callab
     return router
 
 
+SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
+SWAGGER_URL = "/sdapi-static/swagger-ui"
+
+
+def add_docs_page(app: FastAPI, auth: Optional[Callable], openapi_url: str = "/openapi.json",
+                  docs_url: str = "/docs") -> None:
+    """Swagger UI from the copy shipped in static/ (FastAPI's default loads it from a CDN,
+    which an offline machine cannot reach)."""
+    deps = [Depends(auth)] if auth else []
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - docs",
+                                   swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_URL}/swagger-ui.css", swagger_favicon_url="")
+
+    async def asset(name: str) -> FileResponse:
+        if name not in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            raise HTTPException(status_code=404, detail=f"no docs asset {name!r}")
+        return FileResponse(SWAGGER_DIR / name)
+
+    app.add_api_route(docs_url, docs, methods=["GET"], include_in_schema=False, dependencies=deps)
+    app.add_api_route(SWAGGER_URL + "/{name}", asset, methods=["GET"], include_in_schema=False)
+
+
 def add_docs_routes(app: FastAPI, auth: Optional[Callable], openapi_url: str = "/openapi.json",
                     docs_url: str = "/docs") -> None:
     """OpenAPI schema and Swagger UI, behind the same auth as the API."""
@@ -147,11 +172,8 @@ def add_docs_routes(app: FastAPI, auth: Optional[Callable], openapi_url: str = "
     async def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - docs")
-
     app.add_api_route(openapi_url, openapi, methods=["GET"], include_in_schema=False, dependencies=deps)
-    app.add_api_route(docs_url, docs, methods=["GET"], include_in_schema=False, dependencies=deps)
+    add_docs_page(app, auth, openapi_url, docs_url)
 
 
 def add_root_redirect(app: FastAPI, target: str = "/docs") -> None:

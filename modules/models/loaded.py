@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-import torch
+if TYPE_CHECKING:  # torch-free at import, so listings (UI) can use ModelFamily
+    import torch
 
 
 class ModelFamily(str, Enum):
@@ -44,11 +45,12 @@ class LoadedModel:
         return self.pipe.vae
 
     @property
-    def device(self) -> torch.device:
-        return self.pipe.unet.device
+    def device(self) -> "torch.device":
+        """Where computation happens; under CPU offload the weights rest elsewhere."""
+        return getattr(self.pipe, "_execution_device", None) or self.pipe.unet.device
 
     @property
-    def dtype(self) -> torch.dtype:
+    def dtype(self) -> "torch.dtype":
         return self.pipe.unet.dtype
 
     @property

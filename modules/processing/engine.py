@@ -53,8 +53,10 @@ class _BatchInputs:
 
 
 class Engine:
-    def __init__(self, models: ModelProvider, settings: SettingsStore, paths: Paths) -> None:
+    def __init__(self, models: ModelProvider, settings: SettingsStore, paths: Paths,
+                 vae_tile_threshold: Optional[int] = None) -> None:
         self._models = models
+        self._vae_tile_threshold = vae_tile_threshold  # None: decode_latents' default
         self._settings = settings
         self._paths = paths
         self._encoders: "weakref.WeakKeyDictionary[object, PromptEncoder]" = weakref.WeakKeyDictionary()
@@ -129,7 +131,7 @@ class Engine:
         noise, generators = create_noise(spec, seeds.seeds, seeds.subseeds, model.device)
         start_latents = self._masked_content_start(request, inputs, noise)
         scheduler = samplers.build_scheduler(choice, model.pipe.scheduler.config, seeds=seeds.seeds)
-        job = SamplingJob(unet=model.unet, scheduler=scheduler, cond=cond, uncond=uncond,
+        job = SamplingJob(unet=model.unet, device=model.device, scheduler=scheduler, cond=cond, uncond=uncond,
                           cfg_scale=request.cfg_scale, steps=request.steps, noise=noise, generators=generators,
                           init_latents=inputs.init_latents, start_latents=start_latents,
                           strength=1.0 if request.mode is Mode.TXT2IMG else request.denoising_strength,
@@ -234,7 +236,7 @@ class Engine:
         image must equal the lone job with its seed. It also caps the decode's peak memory."""
         images = []
         for one in unscale_latents(model.vae, latents).split(1):
-            outcome = decode_latents(model.vae, one)
+            outcome = decode_latents(model.vae, one, self._vae_tile_threshold)
             if outcome.warning and outcome.warning not in result.warnings:
                 result.warnings.append(outcome.warning)
             images.extend(latent_ops.tensor_to_pil(outcome.images))

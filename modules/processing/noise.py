@@ -95,9 +95,3 @@ def create_noise(spec: NoiseSpec, seeds: list[int], subseeds: list[int],
         generators.append(gen)
     return torch.stack(images).to(device), generators
 
-
-def draw_like(generators: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
-    """More noise shaped like `like`, one image per generator (e.g. latent-noise inpainting)."""
-    return torch.stack([
-        torch.randn(like.shape[1:], generator=g, device=g.device, dtype=torch.float32) for g in generators
-    ]).to(like.device, like.dtype)

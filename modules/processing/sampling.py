@@ -29,6 +29,7 @@ class LatentInpaint:
 @dataclass
 class SamplingJob:
     unet: torch.nn.Module
+    device: torch.device  # where the UNet computes (its weights may rest on the CPU under offload)
     scheduler: object
     cond: ScheduledConditioning
     uncond: ScheduledConditioning
@@ -96,7 +97,7 @@ def _predict(unet, model_in: torch.Tensor, t, embeds: torch.Tensor, added: Optio
 
 def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> SamplingOutcome:
     unet, sched = job.unet, job.scheduler
-    device, dtype = unet.device, unet.dtype
+    device, dtype = job.device, unet.dtype
     timesteps, schedule_steps = _timesteps(job, device)
     noise = job.noise.to(device)
     batch = noise.shape[0]

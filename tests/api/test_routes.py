@@ -74,7 +74,12 @@ def test_options_get_and_set(client):
 
 
 def test_docs_and_openapi(client):
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower()  # the docs must work offline
+    assert "/sdapi-static/swagger-ui/swagger-ui-bundle.js" in page.text
+    bundle = client.get("/sdapi-static/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
+    assert client.get("/sdapi-static/swagger-ui/../../../etc/passwd").status_code == 404
     schema = client.get("/openapi.json").json()
     for path in ("txt2img", "img2img", "progress", "png-info", "options", "sd-models", "schedulers"):
         assert f"/sdapi/v1/{path}" in schema["paths"]

@@ -73,19 +73,6 @@ def test_send_to_img2img_and_generate(page):
     assert h.first_gallery_image(page, "img2img").size == (SMALL, SMALL)
 
 
-def test_send_to_inpaint_opens_editor(page):
-    h.fill(page, "txt2img_prompt", "a cat")
-    small_job(page)
-    h.generate(page)
-    page.locator("#txt2img_send_to_inpaint").click()
-    editor = page.locator("#img2maskimg")
-    editor.wait_for(state="visible", timeout=15_000)
-    wait_until(lambda: page.locator("#inpaint_controls").first.is_visible(), 15, what="inpaint controls")
-    assert h.textbox(page, "img2img_prompt") == "a cat"
-    page.wait_for_timeout(500)
-    shot(page, "send_to_inpaint_editor")
-
-
 def test_inpaint_with_uploaded_mask(page, tmp_path):
     image = Image.new("RGB", (SMALL, SMALL), (200, 30, 30))
     mask = Image.new("L", (SMALL, SMALL), 0)
@@ -159,6 +146,7 @@ def test_interrupt_only_stops_own_job(page, browser, server):
         before = h.log_html(page, "txt2img")
         page.locator("#txt2img_generate").click()
         page.locator("#txt2img_progress").get_by_text("ETA", exact=False).wait_for(timeout=60_000)
+        page.locator("#txt2img_preview img").first.wait_for(timeout=60_000)  # live preview (every 5 steps)
         running = server.ctx.queue.current
         assert running is not None
 
@@ -235,10 +223,21 @@ def test_errors_are_readable_and_page_stays_usable(page):
     page.locator("#img2img_generate").click()
     assert "Upload an image" in h.toast_text(page)
     h.wait_idle(page, "img2img")
+    page.wait_for_timeout(400)
     shot(page, "error_toast")
-    # the page still works
+    page.locator(".toast-close").first.click()
+
+    # a pydantic ValidationError names the field and the allowed range
     h.tab(page, "txt2img")
     small_job(page)
+    h.set_number(page, "txt2img_seed", 2**40)
+    page.locator("#txt2img_generate").click()
+    text = h.toast_text(page)
+    assert "seed" in text and "4294967295" in text, text
+    h.wait_idle(page, "txt2img")
+
+    # the page still works
+    h.set_number(page, "txt2img_seed", -1)
     assert "Seed:" in h.generate(page)
 
 
@@ -356,13 +355,15 @@ def test_batch_folder(page, tmp_path):
     assert "batch" in Image.open(out_dir / "one.png").info["parameters"]
 
 
-def test_draw_mask_in_inpaint_editor(page):
+def test_send_to_inpaint_and_draw_mask(page):
     h.fill(page, "txt2img_prompt", "draw")
     small_job(page)
     h.generate(page)
     page.locator("#txt2img_send_to_inpaint").click()
     canvas = page.locator("#img2maskimg canvas").first
     canvas.wait_for(state="visible", timeout=15_000)
+    wait_until(lambda: page.locator("#inpaint_controls").first.is_visible(), 15, what="inpaint controls")
+    assert h.textbox(page, "img2img_prompt") == "draw"
     page.wait_for_timeout(800)
     # pick the brush and paint a stroke across the middle of the image
     brush = page.locator("#img2maskimg button[aria-label='Brush'], #img2maskimg [title='Brush']").first

@@ -28,7 +28,7 @@ class ModelConfig:
     sample_size: int = 64  # pixels
     vae_channels: tuple[int, ...] = (16, 32, 64, 64)  # 4 blocks -> downsampling factor 8
     vae_layers_per_block: int = 1
-    vae_norm_groups: int = 8
+    vae_norm_groups: int = 1
     text_hidden: int = 64
     text_layers: int = 2
     text_heads: int = 4
@@ -56,7 +56,7 @@ PRESETS: dict[str, ModelConfig] = {
     "full": ModelConfig(),
     "tiny": ModelConfig(
         vae_channels=(8, 8, 8, 8),
-        vae_norm_groups=4,
+        vae_norm_groups=1,
         text_hidden=16,
         text_layers=1,
         text_heads=2,
