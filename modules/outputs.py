@@ -20,7 +20,6 @@ import math
 import os
 import re
 import string
-import tempfile
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Mapping, Optional, Sequence
 
 from PIL import Image, PngImagePlugin
 
+from modules.atomic_write import write_bytes_atomic
 from modules.infotext import INFOTEXT_KEY, parse_infotext, user_comment_exif
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -277,25 +277,6 @@ def _encode(image: Image.Image, fmt: str, infotext: str, settings: SaveSettings)
     return buffer.getvalue()
 
 
-def _write_atomically(folder: Path, final_name: str, data: bytes) -> Path:
-    """Write `data` to a temporary file in `folder`, then move it to `final_name`."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        target = folder / final_name
-        os.replace(tmp, target)
-        return target
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 # ---------------------------------------------------------------------------------------------
 # public
 
@@ -388,9 +369,9 @@ def save_image(
         final = Path(os.path.abspath(folder / name))
         if final.parent != Path(os.path.abspath(folder)) or not _inside(final, root):
             raise ValueError(f"refusing to save outside {root}: {final}")
-        path = _write_atomically(folder, name, data)
+        path = write_bytes_atomic(folder / name, data)
         if settings.save_txt and infotext:
-            _write_atomically(folder, os.path.splitext(name)[0] + ".txt", f"{infotext}\n".encode("utf-8"))
+            write_bytes_atomic(folder / (os.path.splitext(name)[0] + ".txt"), f"{infotext}\n".encode("utf-8"))
     return path
 
 

@@ -7,13 +7,13 @@ starts, so a change made in the Settings tab never alters a job half-way.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modules.atomic_write import write_json_atomic
 
 
 class Options(BaseModel):
@@ -99,16 +99,3 @@ class SettingsStore:
         except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
             raise ValueError(f"settings file {path} is not valid: {exc}") from exc
 
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=4, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

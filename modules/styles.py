@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
+
+from modules.atomic_write import write_text_atomic
 
 PLACEHOLDER = "{prompt}"
 FIELDS = ("name", "prompt", "negative_prompt")
@@ -161,19 +161,6 @@ class StyleDatabase:
             for style in self._styles.values():
                 writer.writerow({"name": style.name, "prompt": style.prompt,
                                  "negative_prompt": style.negative_prompt})
-            _write_text_atomic(self._path, buffer.getvalue())
+            write_text_atomic(self._path, buffer.getvalue())
             self._mtime = self._stat()
 
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -49,8 +49,9 @@ class UiConfig:
         return self.values.get(key, default)
 
     def resolve(self, prefix: str, kwargs: dict[str, Any],
-                check: Optional[Callable[[str, Any], bool]] = None) -> dict[str, Any]:
-        """`kwargs` with stored overrides for `<prefix>/<attr>`; records missing keys."""
+                check: Optional[Callable[[str, Any], bool]] = None, remember: bool = True) -> dict[str, Any]:
+        """`kwargs` with stored overrides for `<prefix>/<attr>`; records missing keys (the
+        "value" key only when `remember`: a default that depends on the model stays live)."""
         out = dict(kwargs)
         for attr in ATTRIBUTES:
             if attr not in kwargs and attr != "visible":
@@ -63,20 +64,20 @@ class UiConfig:
                     out[attr] = stored
                 else:
                     self.errors.append(f"{key}: ignored invalid value {stored!r}")
-            elif _jsonable(builtin):
+            elif _jsonable(builtin) and (remember or attr != "value"):
                 self.values[key] = builtin
                 self._added = True
         return out
 
     def component(self, cls: Callable[..., T], tab: str, label: str,
-                  check: Optional[Callable[[str, Any], bool]] = None, **kwargs: Any) -> T:
+                  check: Optional[Callable[[str, Any], bool]] = None, _remember: bool = True, **kwargs: Any) -> T:
         """Build `cls(label=label, **kwargs)` with this file's values for "<tab>/<label>/...".
 
         A stored value that is not one of `choices`, or outside minimum..maximum, is ignored
         with a note in `errors`, so a stale file never breaks the page.
         """
         prefix = f"{tab}/{label}"
-        out = self.resolve(prefix, kwargs, check)
+        out = self.resolve(prefix, kwargs, check, remember=_remember)
         if "value" in out and not _value_fits(out["value"], out):
             self.errors.append(f"{prefix}/value: ignored {out['value']!r} (not allowed here)")
             out["value"] = kwargs.get("value")

@@ -277,7 +277,7 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
         theme=theme(),
         css=css(),
         head=head_html(getattr(args, "theme", None)),
-        footer_links=["api"],
+        footer_links=[],  # gradio's own API page is not our /sdapi/v1 API
     )
     if on_app is not None:
         on_app(demo.app)

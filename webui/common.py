@@ -130,3 +130,35 @@ def current_checkpoint(registry: "ModelRegistry", fallback: str = "") -> Optiona
         if title:
             return title
     return fallback or None
+
+
+_FAMILY_SIZE = {"sd1": 512, "sd1-inpaint": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024, "sdxl-inpaint": 1024,
+                "sdxl-refiner": 1024}
+
+
+def native_size_hint(registry: "ModelRegistry", fallback: int = 512) -> int:
+    """The current model's native image size, read without loading it (A1111's 512 otherwise).
+
+    A diffusers folder says it in unet/config.json (sample_size × the VAE's downscale factor);
+    a single file's detected architecture gives the family's size.
+    """
+    try:
+        info = registry.current()
+    except Exception:  # no model yet, or a registry without `current`
+        return fallback
+    try:
+        if getattr(info, "kind", "") == "diffusers":
+            import json
+            from pathlib import Path
+
+            folder = Path(info.path)
+            unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+            vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+            sample = unet.get("sample_size")
+            sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+            factor = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
+            size = int(sample) * factor
+            return size if 64 <= size <= 2048 and size % 8 == 0 else fallback
+        return _FAMILY_SIZE.get(str(getattr(info, "architecture", "") or ""), fallback)
+    except (OSError, ValueError, TypeError):
+        return fallback

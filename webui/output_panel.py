@@ -98,7 +98,7 @@ def build(env: UiEnv, tab: str) -> OutputPanel:
         progress = gr.HTML("", elem_id=f"{tab}_progress", elem_classes=["progress-holder"], padding=False,
                            js_on_load=None)
         preview = gr.Image(label="Live preview", visible=False, interactive=False, elem_id=f"{tab}_preview",
-                           show_label=True, format="png", height=360)
+                           show_label=True, format="png", height=360, buttons=["fullscreen"])
         gallery = gr.Gallery(label="Output", show_label=False, elem_id=f"{tab}_gallery", columns=4,
                              height=480, preview=True, object_fit="contain", format="png", interactive=False,
                              buttons=["download", "fullscreen"])

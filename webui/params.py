@@ -9,7 +9,7 @@ import gradio as gr
 
 from modules.processing.request import MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP
 from modules.processing.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
-from webui.common import tool_button
+from webui.common import native_size_hint, tool_button
 from webui.env import UiEnv
 
 RANDOM, REUSE, SWAP = "🎲", "♻️", "⇅"
@@ -65,13 +65,16 @@ def sampler_controls(env: UiEnv, tab: str) -> SamplerControls:
     return SamplerControls(sampler, scheduler, steps)
 
 
-def size_controls(env: UiEnv, tab: str, default: int = 512) -> SizeControls:
+def size_controls(env: UiEnv, tab: str) -> SizeControls:
+    # The start-up model's native size (the shipped 64 px model gets 64, SD 1.x 512, SDXL 1024).
+    # Not written into ui-config.json, so it follows the model unless the user fixes a value there.
+    default = native_size_hint(env.ctx.registry)
     with gr.Row(elem_id=f"{tab}_dimensions_row", equal_height=True):
         with gr.Column(scale=4, min_width=200):
             width = env.component(gr.Slider, tab, "Width", minimum=MIN_SIZE, maximum=MAX_SIZE, step=SIZE_STEP,
-                                  value=default, elem_id=f"{tab}_width")
+                                  value=default, elem_id=f"{tab}_width", _remember=False)
             height = env.component(gr.Slider, tab, "Height", minimum=MIN_SIZE, maximum=MAX_SIZE, step=SIZE_STEP,
-                                   value=default, elem_id=f"{tab}_height")
+                                   value=default, elem_id=f"{tab}_height", _remember=False)
         with gr.Column(scale=0, min_width=48, elem_classes=["dimensions-tools"]):
             swap = tool_button(SWAP, "Swap width and height", f"{tab}_res_switch_btn")
     swap.click(lambda w, h: (h, w), [width, height], [width, height], show_progress="hidden", queue=False)

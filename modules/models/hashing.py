@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, Optional
+
+from ..atomic_write import write_json_atomic
 
 SHORT_HASH_LEN = 10
 CHUNK = 1 << 20
@@ -91,18 +91,7 @@ class HashCache:
         section = data.get(SECTION) if isinstance(data.get(SECTION), dict) else {}
         section.update(self._entries or {})
         data[SECTION] = section
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cache-", suffix=".json", dir=self.cache_file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.cache_file)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_json_atomic(self.cache_file, data, indent=1, sort_keys=True)
 
     # -- entries --------------------------------------------------------------------------------
     @staticmethod

@@ -15,6 +15,7 @@ from tests.ui import helpers as h
 from tests.ui.conftest import BACKEND, PageLog, open_page, shot, start_server, wait_until
 
 SMALL = 64
+pytestmark = pytest.mark.slow  # browser runs; still part of the default suite and CI
 
 
 def small_job(page, tab: str = "txt2img", steps: int = 4) -> None:
@@ -31,6 +32,8 @@ def test_txt2img_generates_and_reuses_seed(page):
     h.fill(page, "txt2img_prompt", "a red circle on a blue background")
     page.locator("#txt2img_token_counter").get_by_text("7/75").wait_for(timeout=15_000)
     h.fill(page, "txt2img_neg_prompt", "blurry")
+    if BACKEND != "fake":  # the size sliders start at the model's native size (tiny model: 64)
+        assert h.number(page, "txt2img_width") == SMALL and h.number(page, "txt2img_height") == SMALL
     small_job(page)
     assert h.number(page, "txt2img_seed") == -1
 
@@ -191,9 +194,18 @@ def test_keyboard_shortcuts(page):
     assert box.input_value() == "a cat (sitting:0.9)"
 
     small_job(page)
+    h.set_number(page, "txt2img_height", 72)
+    page.locator("#txt2img_res_switch_btn").click()  # ⇅ swaps width and height
+    wait_until(lambda: (h.number(page, "txt2img_width"), h.number(page, "txt2img_height")) == (72, SMALL), 15,
+               what="width/height swap")
+    page.locator("#txt2img_subseed_show input").check()  # "Extra" shows the variation seed controls
+    page.locator("#txt2img_subseed_strength").wait_for(state="visible", timeout=15_000)
+    h.set_number(page, "txt2img_subseed_strength", 0.25)
     before = h.log_html(page, "txt2img")
     box.press("Control+Enter")
-    assert "a cat (sitting:0.9)" in h.wait_finished(page, "txt2img", before)
+    info = h.wait_finished(page, "txt2img", before)
+    assert "a cat (sitting:0.9)" in info
+    assert "Size: 72x64" in info and "Variation seed strength: 0.25" in info
 
 
 def test_styles_save_and_apply(page, server):
@@ -250,14 +262,22 @@ def test_settings_survive_restart(browser, data_root):
         h.tab(page, "Settings")
         h.tab(page, "Live previews")
         h.set_number(page, "setting_show_progress_every_n_steps", 3)
+        h.tab(page, "Defaults")
+        h.set_number(page, "setting_default_steps", 25)
         h.tab(page, "Saving images/grids")
         page.locator("#setting_samples_format").get_by_text("jpg", exact=True).click()
         page.locator("#settings_submit").click()
-        page.locator("#settings_result").get_by_text("2 settings changed", exact=False).wait_for(timeout=15_000)
+        page.locator("#settings_result").get_by_text("3 settings changed", exact=False).wait_for(timeout=15_000)
         saved = json.loads((data_dir / "config.json").read_text())
         assert saved["show_progress_every_n_steps"] == 3 and saved["samples_format"] == "jpg"
-        # applied without restart: the next job uses them
+        # applied without restart: the next job saves a jpg, a new page starts at 25 steps
         assert first.ctx.settings.get().samples_format == "jpg"
+        page.reload()
+        page.wait_for_selector("#txt2img_generate")
+        wait_until(lambda: h.number(page, "txt2img_steps") == 25, 15, what="new default steps on reload")
+        small_job(page)
+        h.generate(page)
+        assert list((data_dir / "outputs" / "txt2img-images").rglob("*.jpg"))
         h.set_number(page, "setting_CLIP_stop_at_last_layers", 2)
         wait_until(lambda: first.ctx.settings.get().CLIP_stop_at_last_layers == 2, 15, what="clip skip saved")
         page.context.close()

@@ -28,7 +28,7 @@ class ModelConfig:
     sample_size: int = 64  # pixels
     vae_channels: tuple[int, ...] = (16, 32, 64, 64)  # 4 blocks -> downsampling factor 8
     vae_layers_per_block: int = 1
-    vae_norm_groups: int = 1
+    vae_norm_groups: int = 8
     text_hidden: int = 64
     text_layers: int = 2
     text_heads: int = 4

@@ -67,6 +67,7 @@ class TrainArgs:
     caption_dropout: float = 0.1
     noise_offset: float = 0.05
     pool_size: int = 16384
+    decoder_every: int = 2  # in phase 2, one decoder-only step (frozen encoder) every N UNet steps; 0 = off
     seed: int = 0
     resume: bool = False
     checkpoint_every: int = 200
@@ -99,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
     p.add_argument("--caption-dropout", type=float, default=d.caption_dropout)
     p.add_argument("--noise-offset", type=float, default=d.noise_offset)
     p.add_argument("--pool-size", type=int, default=d.pool_size)
+    p.add_argument("--decoder-every", type=int, default=d.decoder_every,
+                   help="phase 2 keeps training the VAE decoder (encoder frozen, so latents do not move): "
+                   "one decoder step every N UNet steps; 0 = off")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from work-dir/checkpoint.pt if present")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -162,11 +166,14 @@ class Trainer:
         self.unet_opt = torch.optim.AdamW(
             list(self.unet.parameters()) + list(self.text_encoder.parameters()), lr=args.lr, weight_decay=0.01
         )
+        decoder_params = list(self.vae.decoder.parameters()) + list(self.vae.post_quant_conv.parameters())
+        self.dec_opt = torch.optim.AdamW(decoder_params, lr=args.vae_lr, weight_decay=0.0)
         self.history: list[dict] = []
         self.elapsed = 0.0  # training seconds over all (resumed) runs
         self.vae_steps_done = 0
         self.phase_elapsed = 0.0  # seconds spent in the current phase (restored on resume)
         self.clock: PhaseClock | None = None
+        self.dec_mse: float | None = None
         args.work_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = args.work_dir / CHECKPOINT_NAME
 
@@ -182,6 +189,7 @@ class Trainer:
             "unet": self.unet.state_dict(),
             "vae_opt": self.vae_opt.state_dict(),
             "unet_opt": self.unet_opt.state_dict(),
+            "dec_opt": self.dec_opt.state_dict(),
             "scaling_factor": self.scaling_factor,
             "np_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
@@ -206,6 +214,7 @@ class Trainer:
         self.unet.load_state_dict(state["unet"])
         self.vae_opt.load_state_dict(state["vae_opt"])
         self.unet_opt.load_state_dict(state["unet_opt"])
+        self.dec_opt.load_state_dict(state["dec_opt"])
         self.scaling_factor = state["scaling_factor"]
         self.rng.bit_generator.state = state["np_rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -287,6 +296,10 @@ class Trainer:
         assert self.scaling_factor is not None
         self.vae.requires_grad_(False)
         means, stds, specs = self.build_pool()
+        decoder_params = [p for g in self.dec_opt.param_groups for p in g["params"]]
+        if a.decoder_every:
+            for p in decoder_params:
+                p.requires_grad_(True)
         self.unet.train()
         self.text_encoder.train()
         params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
@@ -319,16 +332,36 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             self.unet_opt.step()
+            if a.decoder_every and step % a.decoder_every == 0:
+                self.decoder_step(means, stds, specs, a.vae_lr * lr_factor(step, progress, a.warmup), decoder_params)
             self.step = step + 1
             ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
-            bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{ema_loss:.4f}", dec_mse=f"{self.dec_mse or 0:.4f}", refresh=False)
             if self.step % 50 == 0:
-                self.history.append({"phase": "unet", "step": self.step, "loss": ema_loss})
+                self.history.append({"phase": "unet", "step": self.step, "loss": ema_loss, "dec_mse": self.dec_mse})
             if self.step % a.checkpoint_every == 0:
                 self.save_checkpoint()
             if a.export_every and self.step % a.export_every == 0 and self.step < a.unet_steps:
                 self.export(a.work_dir / "snapshot")
         bar.close()
+
+    def decoder_step(self, means, stds, specs, lr: float, params) -> None:
+        """Decoder-only VAE step on pool latents (the encoder is frozen, so the UNet's targets stay put)."""
+        a = self.args
+        idx = self.rng.integers(0, len(specs), size=a.vae_batch)
+        x = torch.from_numpy(dataset.to_tensor_array([dataset.render(specs[i]) for i in idx])).to(self.device)
+        idx_t = torch.from_numpy(idx).to(self.device)
+        z = means[idx_t] + stds[idx_t] * torch.randn_like(means[idx_t])
+        rec = self.vae.decode(z).sample
+        mse = F.mse_loss(rec, x)
+        loss = mse + 0.1 * F.l1_loss(rec, x)
+        for g in self.dec_opt.param_groups:
+            g["lr"] = lr
+        self.dec_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.dec_opt.step()
+        self.dec_mse = mse.item() if self.dec_mse is None else 0.95 * self.dec_mse + 0.05 * mse.item()
 
     # ----------------------------------------------------------------- output
     def export(self, out: Path) -> None:
@@ -369,6 +402,8 @@ class Trainer:
             "device": self.device.type,
             "final_loss": next((h["loss"] for h in reversed(self.history) if "loss" in h), None),
             "final_vae_mse": next((h["mse"] for h in reversed(self.history) if "mse" in h), None),
+            "final_decoder_mse": self.dec_mse,
+            "decoder_every": self.args.decoder_every,
         }
         (tmp / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
         (tmp / "README.md").write_text(readme_text(info))
@@ -435,7 +470,8 @@ on a background of another of those colours**, e.g. `a red circle on a blue back
 Procedural data generated on the fly (`tools/default_model/dataset.py`, seeded): shape size 50-75% of
 the image with position jitter, several caption phrasings, 10% empty captions (so classifier-free
 guidance works). Phase 1 trains the VAE ({info['vae_steps_done']} steps, batch {info['vae_batch']}; final
-MSE {info['final_vae_mse']}); phase 2 trains text encoder + UNet with epsilon-prediction MSE
+MSE {info['final_vae_mse']}); phase 2 keeps training the VAE decoder on the frozen encoder's latents
+(one step every {info['decoder_every']} UNet steps; final MSE {info['final_decoder_mse']}) and trains text encoder + UNet with epsilon-prediction MSE
 ({info['unet_steps_done']} steps, batch {info['batch']}, lr {info['lr']}, noise offset
 {info['noise_offset']}; final loss {info['final_loss']}). Seed {info['seed']}; {info['train_seconds'] / 60:.0f}
 minutes on {info['device']}. Details: `training_info.json`.
