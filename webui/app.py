@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -18,7 +19,7 @@ import gradio as gr
 from modules.cmd_args import parse_credentials
 from modules.styles import StyleDatabase
 from modules.ui_config import UiConfig
-from webui import img2img, paste, png_info, quicksettings, settings_tab, toprow, txt2img
+from webui import img2img, paste, png_info, quicksettings, settings_tab, token_counter, toprow, txt2img
 from webui.common import TOOLTIPS, error
 from webui.env import UiEnv
 
@@ -263,6 +264,8 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
         value = getattr(opts, name, "")
         if value and Path(value).is_absolute():
             allowed.append(value)
+    demo.sd_ui.env.served_roots = list(allowed)
+    threading.Thread(target=token_counter.warm_up, name="tokenizer-warm-up", daemon=True).start()
     demo.launch(
         server_name=server_name(args),
         server_port=getattr(args, "port", None) or 7860,

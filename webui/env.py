@@ -21,6 +21,8 @@ class UiEnv:
     styles: StyleDatabase
     # Style dropdowns of every tab, refreshed together when a style is saved or deleted.
     style_dropdowns: list = field(default_factory=list)
+    # Folders the server may hand to the browser besides cwd and the temp dir (launch's allowed_paths).
+    served_roots: list = field(default_factory=list)
 
     def component(self, cls: Callable[..., T], tab: str, label: str, **kwargs: Any) -> T:
         """A control whose defaults the user can change in ui-config.json ("tab/label/value")."""

@@ -133,7 +133,7 @@ def infotext_html(text: str) -> str:
 
 
 def _display_roots(env: UiEnv) -> list[Path]:
-    roots = [Path.cwd(), Path(tempfile.gettempdir()), env.ctx.paths.outputs_dir]
+    roots = [Path.cwd(), Path(tempfile.gettempdir()), env.ctx.paths.outputs_dir, *map(Path, env.served_roots)]
     return [r.resolve() for r in roots]
 
 
@@ -220,7 +220,7 @@ def generation_handler(env: UiEnv, panel: OutputPanel, row: Toprow,
                 except Exception as exc:
                     raise error(exc)
             results.append((result, step.label))
-            if result.interrupted:
+            if result.interrupted or job.control.interrupted:  # also stops a batch between two jobs
                 break
         shown = to_shown(env, results, notes)
         # The job ids make every finished run's log unique (tests and scripts wait on a change).

@@ -14,15 +14,16 @@ import gradio as gr
 
 from modules.infotext import request_fields_from_infotext
 from modules.processing import samplers
-from webui import params, toprow
+from webui import params
 from webui.common import checkpoint_titles, vae_choices
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
+from webui.toprow import Toprow
 
 
 @dataclass
 class PasteTarget:
-    toprow: toprow.Toprow
+    toprow: Toprow
     sampler: params.SamplerControls
     size: params.SizeControls
     batch: params.BatchControls

@@ -73,6 +73,14 @@ def count_tokens(prompt: str, steps: int = 20) -> tuple[int, int]:
     return count, math.ceil(max(count, 1) / CHUNK) * CHUNK
 
 
+def warm_up() -> None:
+    """Load the tokenizer ahead of the first keystroke (about 2 s); errors wait for real use."""
+    try:
+        count_tokens("warm up")
+    except Exception:
+        pass
+
+
 def counter_text(prompt: str, steps: int = 20) -> str:
     count, capacity = count_tokens(prompt, steps)
     return f"{count}/{capacity}"

@@ -1,20 +1,19 @@
 """Browser tests: the real app served in-process on a free loopback port, driven by Chromium.
 
 Chromium comes from Debian (`apt-get install -y chromium`), never `playwright install`.
-Backend: the real app (modules.app_factory.create_context) with the tiny test model by default;
-UI_TEST_BACKEND=fake uses tests/ui/fakes.py (no torch, for working on the UI alone).
+Backend: the real app (modules.app_factory.create_context: real registry, engine and queue) on a
+tiny real model.
 Screenshots go to test-artifacts/ui/.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 
@@ -23,7 +22,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
-BACKEND = os.environ.get("UI_TEST_BACKEND", "real")
 
 # Console messages that are not errors of ours.
 IGNORED_CONSOLE = ("favicon.ico", "[Violation]", "Download the React DevTools")
@@ -50,7 +48,8 @@ class Server:
         self.ctx.queue.shutdown(timeout=10)
 
 
-def _real_context(data_dir: Path, port: int, extra_args: list[str]):
+def real_context(data_dir: Path, port: int = 7860, extra_args: tuple[str, ...] = ()):
+    from modules.app_factory import create_context
     from modules.cmd_args import parse_args
     from tests.tiny_model import save_tiny_model_dir
 
@@ -59,36 +58,7 @@ def _real_context(data_dir: Path, port: int, extra_args: list[str]):
         save_tiny_model_dir(model_dir)
     args = parse_args(["--data-dir", str(data_dir), "--port", str(port), "--no-hashing", "--use-cpu", "--ckpt", "tiny",
                        *extra_args])
-    try:
-        from modules.app_factory import create_context
-    except ImportError:  # until the app factory lands: the same services, built by hand
-        return _hand_built_context(args)
     return create_context(args)
-
-
-def _hand_built_context(args):
-    from modules.app_context import AppContext
-    from modules.jobs.queue import JobQueue
-    from modules.models.options import ModelOptions
-    from modules.models.registry import ModelRegistry
-    from modules.paths import Paths
-    from modules.processing.engine import Engine
-    from modules.settings import SettingsStore
-
-    paths = Paths(data_dir=Path(args.data_dir))
-    settings = SettingsStore(paths.config_file)
-    registry = ModelRegistry(paths, ModelOptions(device="cpu", no_hashing=True), embedded_dir=None)
-    engine = Engine(registry, settings, paths)
-    return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=JobQueue(engine.generate))
-
-
-def _fake_context(data_dir: Path, port: int, extra_args: list[str]):
-    from modules.cmd_args import parse_args
-    from tests.ui.fakes import fake_context
-
-    ctx = fake_context(data_dir, step_s=0.02)
-    ctx.args = parse_args(["--data-dir", str(data_dir), "--port", str(port), *extra_args])
-    return ctx
 
 
 def start_server(data_dir: Path, **flags) -> Server:
@@ -97,7 +67,7 @@ def start_server(data_dir: Path, **flags) -> Server:
 
     port = free_port()
     extra = [item for key, value in flags.items() for item in (f"--{key.replace('_', '-')}", str(value))]
-    ctx = (_fake_context if BACKEND == "fake" else _real_context)(data_dir, port, extra)
+    ctx = real_context(data_dir, port, tuple(extra))
     demo = launch_ui(ctx, quiet=True)
     return Server(ctx, demo, f"http://127.0.0.1:{port}/", data_dir)
 

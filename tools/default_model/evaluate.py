@@ -73,8 +73,8 @@ class DiffusersGenerator:
         pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         self.txt2img = pipe
-        self.img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
-        self.inpaint = StableDiffusionInpaintPipeline(**pipe.components)
+        self.img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+        self.inpaint = StableDiffusionInpaintPipeline(**pipe.components, requires_safety_checker=False)
         for p in (self.img2img, self.inpaint):
             p.set_progress_bar_config(disable=True)
 
