@@ -26,10 +26,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from webui.app import launch_ui
 
     def add_api(app) -> None:
-        from modules.api import mount_api
-
         mount_api(app, ctx)
 
+    if args.api:
+        # gradio builds its FastAPI app inside launch(), so the routes join right after it starts;
+        # importing the API first keeps that gap to a moment.
+        from modules.api import mount_api
+        import modules.api.routes  # noqa: F401
     launch_ui(ctx, block=True, on_app=add_api if args.api else None)
 
 

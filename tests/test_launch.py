@@ -61,7 +61,9 @@ def test_ui_with_api_on_one_port(launched, tmp_path):
     url, proc = launched("--api")
     page = wait_for(url + "/", proc)
     assert page.status_code == 200 and "gradio" in page.text.lower()
-    models = httpx.get(url + "/sdapi/v1/sd-models", timeout=30)
+    deadline = time.time() + 30  # the API joins gradio's app right after the server starts
+    while (models := httpx.get(url + "/sdapi/v1/sd-models", timeout=30)).status_code == 404 and time.time() < deadline:
+        time.sleep(0.5)
     assert models.status_code == 200 and isinstance(models.json(), list)
     assert httpx.get(url + "/sdapi/v1/samplers", timeout=30).json()[0]["name"]
     assert (tmp_path / "outputs").is_dir() and (tmp_path / "models" / "Stable-diffusion").is_dir()

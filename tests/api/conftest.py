@@ -1,7 +1,8 @@
-"""The API against a real server: uvicorn on a free loopback port, the real engine, tiny models.
+"""The API against a real server: uvicorn on a free loopback port, the real engine, on the
+embedded default model.
 
-Two tiny diffusers models (different weights) sit in models/Stable-diffusion, so a request can
-switch models with override_settings. One context (queue, registry, engine) is shared by every
+A tiny diffusers model sits in models/Stable-diffusion beside it, so a request can switch
+models with override_settings. One context (queue, registry, engine) is shared by every
 server of the session, as launch.py shares it between the UI and the API.
 """
 
@@ -20,9 +21,10 @@ import pytest
 import uvicorn
 
 from modules.cmd_args import parse_args
+from modules.paths import EMBEDDED_MODEL_DIR
 from tests.tiny_model import save_tiny_model_dir
 
-MODEL_A, MODEL_B = "tiny-a", "tiny-b"
+MODEL_A, MODEL_B = EMBEDDED_MODEL_DIR.name, "tiny-b"
 STYLES_CSV = 'name,prompt,negative_prompt\nsunny,"{prompt}, sunny day",blurry\n'
 
 
@@ -58,7 +60,6 @@ class Server:
 def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("api-data")
     models = root / "models" / "Stable-diffusion"
-    save_tiny_model_dir(models / MODEL_A, seed=0)
     save_tiny_model_dir(models / MODEL_B, seed=11)
     (root / "models" / "VAE").mkdir(parents=True, exist_ok=True)
     (root / "styles.csv").write_text(STYLES_CSV, encoding="utf-8")

@@ -1,8 +1,8 @@
 """Browser tests: the real app served in-process on a free loopback port, driven by Chromium.
 
 Chromium comes from Debian (`apt-get install -y chromium`), never `playwright install`.
-Backend: the real app (modules.app_factory.create_context: real registry, engine and queue) on a
-tiny real model.
+Backend: the real app (modules.app_factory.create_context: real registry, engine and queue) on the
+embedded default model.
 Screenshots go to test-artifacts/ui/.
 """
 
@@ -49,15 +49,13 @@ class Server:
 
 
 def real_context(data_dir: Path, port: int = 7860, extra_args: tuple[str, ...] = ()):
+    """The app as launch.py builds it, on the embedded default model (the models folder is empty)."""
     from modules.app_factory import create_context
     from modules.cmd_args import parse_args
-    from tests.tiny_model import save_tiny_model_dir
+    from modules.paths import EMBEDDED_MODEL_DIR
 
-    model_dir = data_dir / "models" / "Stable-diffusion" / "tiny"
-    if not model_dir.exists():
-        save_tiny_model_dir(model_dir)
-    args = parse_args(["--data-dir", str(data_dir), "--port", str(port), "--no-hashing", "--use-cpu", "--ckpt", "tiny",
-                       *extra_args])
+    args = parse_args(["--data-dir", str(data_dir), "--port", str(port), "--no-hashing", "--use-cpu",
+                       "--ckpt", EMBEDDED_MODEL_DIR.name, *extra_args])
     return create_context(args)
 
 

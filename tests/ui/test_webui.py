@@ -32,7 +32,7 @@ def test_txt2img_generates_and_reuses_seed(page):
     h.fill(page, "txt2img_prompt", "a red circle on a blue background")
     page.locator("#txt2img_token_counter").get_by_text("7/75").wait_for(timeout=15_000)
     h.fill(page, "txt2img_neg_prompt", "blurry")
-    # the size sliders start at the model's native size (tiny model: 64)
+    # the size sliders start at the model's native size (the embedded model: 64)
     assert h.number(page, "txt2img_width") == SMALL and h.number(page, "txt2img_height") == SMALL
     small_job(page)
     assert h.number(page, "txt2img_seed") == -1
@@ -428,3 +428,20 @@ def test_gradio_auth(browser, data_root, monkeypatch):
         context.close()
     finally:
         srv.close()
+
+
+def test_skip_ends_only_the_current_batch(page, server):
+    h.fill(page, "txt2img_prompt", "skip me")
+    small_job(page, steps=40)
+    h.set_number(page, "txt2img_batch_count", 3)
+    before = h.log_html(page, "txt2img")
+    page.locator("#txt2img_generate").click()
+    page.locator("#txt2img_progress").get_by_text("ETA", exact=False).wait_for(timeout=60_000)
+    running = server.ctx.queue.current
+    assert running is not None
+    page.locator("#txt2img_skip").click()
+    h.wait_finished(page, "txt2img", before, timeout_ms=180_000)
+    result = running.future.result(timeout=10)
+    assert not result.interrupted and len(result.images) == 3
+    assert any("skipped" in w for w in result.warnings)
+    assert page.locator("#txt2img_gallery img").count() >= 3

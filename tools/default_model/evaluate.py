@@ -137,6 +137,24 @@ class Table:
         lines.append("bar: fg >= 90%, bg >= 90%, shape >= 75% -> " + ("PASS" if self.passes() else "FAIL"))
         return "\n".join(lines)
 
+    def color_errors(self) -> str:
+        """How the colour mistakes split: foreground/background swapped, no shape found, other colour."""
+        fg_err = [s for s in self.samples if not s.ok["fg"]]
+        bg_err = [s for s in self.samples if not s.ok["bg"]]
+        swapped = sum(1 for s in fg_err if s.got.fg == s.bg)
+        missing = sum(1 for s in fg_err if s.got.fg is None)
+        bg_as_fg = sum(1 for s in bg_err if s.got.bg == s.fg)
+        wrong = defaultdict(int)
+        for s in fg_err:
+            if s.got.fg not in (None, s.bg):
+                wrong[f"{s.fg}->{s.got.fg}"] += 1
+        for s in bg_err:
+            if s.got.bg != s.fg:
+                wrong[f"bg {s.bg}->{s.got.bg}"] += 1
+        top = ", ".join(f"{k} x{v}" for k, v in sorted(wrong.items(), key=lambda kv: -kv[1])[:8])
+        return (f"fg errors {len(fg_err)} (took the background colour {swapped}, no shape {missing}); "
+                f"bg errors {len(bg_err)} (took the shape colour {bg_as_fg}); other: {top or '-'}")
+
     def confusion(self) -> str:
         m = defaultdict(int)
         for s in self.samples:
@@ -287,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-dir", type=Path, default=None, help="also write every image here")
     p.add_argument("--json", type=Path, default=REPO_ROOT / "tmp" / "eval_default_model.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--write-readme", action="store_true",
+                   help="rewrite MODEL/README.md from training_info.json with this evaluation appended")
     args = p.parse_args(argv)
 
     import torch
@@ -303,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     table = run_table(gen, jobs, cfg=args.cfg, steps=args.steps, save_dir=args.save_dir)
     print(table.format())
     print(table.confusion())
+    print(table.color_errors())
     checks: list[CheckResult] = []
     if not args.no_extra:
         sub = eval_plan([args.seeds[0]], args.extra_n / len(dataset.all_combos()))
@@ -316,6 +337,20 @@ def main(argv: list[str] | None = None) -> int:
         for c in checks:
             print(f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
     print(f"\ntotal {time.time() - t0:.0f} s")
+    if args.write_readme:
+        from .train import readme_text
+
+        info = json.loads((args.model / "training_info.json").read_text())
+        seeds = " ".join(map(str, args.seeds))
+        body = (
+            f"`python -m tools.default_model.evaluate --seeds {seeds} --fraction {args.fraction:g}` "
+            f"({len(jobs)} images: {args.steps} steps, Euler a, CFG {args.cfg:g}, prompt "
+            f"`a <colour> <shape> on a <colour> background`; deterministic numpy analyzer):\n\n"
+            + "\n".join("    " + line for line in table.format().splitlines())
+            + "\n\n" + "\n".join(f"- [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in checks)
+        )
+        (args.model / "README.md").write_text(readme_text(info, body))
+        print(f"wrote {args.model / 'README.md'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

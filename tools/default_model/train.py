@@ -23,6 +23,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,6 +399,7 @@ class Trainer:
             "caption_dropout": self.args.caption_dropout,
             "noise_offset": self.args.noise_offset,
             "scaling_factor": self.scaling_factor,
+            "command": "python -m tools.default_model.train " + " ".join(sys.argv[1:]),
             "train_seconds": round(self.elapsed + (time.time() - self._t0), 1),
             "device": self.device.type,
             "final_loss": next((h["loss"] for h in reversed(self.history) if "loss" in h), None),
@@ -444,41 +446,62 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def readme_text(info: dict) -> str:
-    c = info["model_config"]
-    return f"""# shapes64: the embedded default model
+def _fmt(x, spec: str = ".4f") -> str:
+    return "n/a" if x is None else format(x, spec)
 
-A tiny text-to-image latent diffusion model trained by this project
-(`python -m tools.default_model.train --out models/embedded/shapes64`) and shipped in git, so a fresh
-clone generates real pictures with no download. It only knows one kind of picture: **one shape
-(circle, square, triangle, star) in one colour (red, green, blue, yellow, purple, orange, white, black)
-on a background of another of those colours**, e.g. `a red circle on a blue background`.
+
+def readme_text(info: dict, evaluation: str = "") -> str:
+    c = info["model_config"]
+    command = info.get("command") or "python -m tools.default_model.train --out models/embedded/shapes64"
+    repro = (
+        f"python -m tools.default_model.train --out models/embedded/shapes64 --seed {info['seed']} "
+        f"--vae-steps {info['vae_steps_done']} --steps {info['unet_steps_done']}"
+    )
+    text = f"""# shapes64: the embedded default model
+
+A tiny text-to-image latent diffusion model trained by this project (`tools/default_model/`) and
+shipped in git, so a fresh clone generates real pictures with no download. It only knows one kind of
+picture: **one shape (circle, square, triangle, star) in one colour (red, green, blue, yellow, purple,
+orange, white, black) on a background of another of those colours**, e.g.
+`a red circle on a blue background`.
 
 - **Native size: 64x64 pixels** (8x8 latents). Other sizes (multiples of 8) run but look worse.
-- Layout: a standard diffusers `StableDiffusionPipeline` folder (safetensors, fp32) that
-  `StableDiffusionPipeline.from_pretrained(path, safety_checker=None)` loads offline;
-  no safety checker or feature extractor (`requires_safety_checker: false`).
-- VAE: `AutoencoderKL`, block channels {c['vae_channels']}, downsampling factor 8, 4 latent channels,
-  `scaling_factor` {info['scaling_factor']:.4f} (1/std of the latents).
-- Text encoder: `CLIPTextModel`, hidden size {c['text_hidden']}, {c['text_layers']} layers, the real
-  CLIP BPE vocabulary (49408 tokens, 77 positions; tokenizer copied from `configs/clip_tokenizer`).
-- UNet: `UNet2DConditionModel`, channels {c['unet_channels']}, cross-attention dim {c['text_hidden']}.
-- Noise schedule: SD 1.x (scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction); the
+- Layout: a standard diffusers `StableDiffusionPipeline` folder (safetensors, **fp32**) that
+  `StableDiffusionPipeline.from_pretrained(path, safety_checker=None)` loads offline; no safety
+  checker or feature extractor (`requires_safety_checker: false`).
+- VAE: `AutoencoderKL`, block channels {tuple(c['vae_channels'])}, downsampling factor 8, 4 latent
+  channels, `scaling_factor` {_fmt(info['scaling_factor'])} (1/std of the latents).
+- Text encoder: `CLIPTextModel`, hidden size {c['text_hidden']}, {c['text_layers']} layers, on the real CLIP
+  BPE vocabulary (49408 tokens, 77 positions; tokenizer files copied from `configs/clip_tokenizer`).
+- UNet: `UNet2DConditionModel`, channels {tuple(c['unet_channels'])}, cross-attention dim {c['text_hidden']}.
+- Noise schedule: SD 1.x (scaled_linear betas 0.00085..0.012, 1000 steps, epsilon prediction). The
   shipped scheduler is Euler a; every other diffusers scheduler works via `from_config`.
+- Recommended settings: 64x64, 20+ steps, CFG 5-8, prompts phrased like the example above.
 
 ## Training
-Procedural data generated on the fly (`tools/default_model/dataset.py`, seeded): shape size 50-75% of
-the image with position jitter, several caption phrasings, 10% empty captions (so classifier-free
-guidance works). Phase 1 trains the VAE ({info['vae_steps_done']} steps, batch {info['vae_batch']}; final
-MSE {info['final_vae_mse']}); phase 2 keeps training the VAE decoder on the frozen encoder's latents
-(one step every {info['decoder_every']} UNet steps; final MSE {info['final_decoder_mse']}) and trains text encoder + UNet with epsilon-prediction MSE
-({info['unet_steps_done']} steps, batch {info['batch']}, lr {info['lr']}, noise offset
-{info['noise_offset']}; final loss {info['final_loss']}). Seed {info['seed']}; {info['train_seconds'] / 60:.0f}
-minutes on {info['device']}. Details: `training_info.json`.
+Data is procedural and generated on the fly (`tools/default_model/dataset.py`, seeded): shape size
+50-75% of the image with position jitter, several caption phrasings, 10% empty captions (so
+classifier-free guidance works).
 
-Evaluate: `python -m tools.default_model.evaluate` (20 steps, Euler a, CFG 7).
-Recommended settings: 64x64, 20+ steps, CFG 5-8.
+1. VAE: {info['vae_steps_done']} steps, batch {info['vae_batch']}, MSE + 0.1 L1 + small KL (final MSE
+   {_fmt(info['final_vae_mse'])}); the latent scaling factor is then set to 1/std of the latents.
+2. Text encoder + UNet: {info['unet_steps_done']} steps, batch {info['batch']}, lr {info['lr']}, epsilon-prediction MSE
+   on scaled latents, noise offset {info['noise_offset']} (final loss {_fmt(info['final_loss'])}). Alongside, the
+   VAE decoder keeps training on the frozen encoder's latents (one step every {info.get('decoder_every', 0)}
+   UNet steps; final MSE {_fmt(info.get('final_decoder_mse'))}); the encoder, and so the latents, stay fixed.
+
+Seed {info['seed']}; {info['train_seconds'] / 60:.0f} minutes of training on a shared 2-core {info['device']}.
+Command:
+
+    {command}
+
+The phases ran under wall-clock budgets (`--vae-minutes`, `--unet-minutes`), so the step counts depend
+on the machine; to repeat the run by step count (same data and seed; the learning-rate curve differs
+slightly): `{repro}`. Details: `training_info.json`.
 """
+    if evaluation:
+        text += "\n## Evaluation\n" + evaluation.rstrip() + "\n"
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
