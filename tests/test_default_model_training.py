@@ -17,7 +17,7 @@ from PIL import Image
 from modules.paths import EMBEDDED_MODEL_DIR, REPO_ROOT
 from tools.default_model import dataset
 from tools.default_model.analyze import analyze, color_share
-from tools.default_model.evaluate import Table, eval_plan, run_table, validate_analyzer
+from tools.default_model.evaluate import Table, eval_plan, reanalyze, run_table, validate_analyzer
 
 MAX_MODEL_BYTES = 40 * 1000 * 1000
 
@@ -110,12 +110,14 @@ def test_eval_plan_covers_every_combo_across_seeds():
     assert {(fg, sh, bg) for fg, sh, bg, _ in jobs} == set(dataset.all_combos())
 
 
-def test_run_table_with_a_plugged_in_generator():
+def test_run_table_with_a_plugged_in_generator(tmp_path):
     jobs = eval_plan([5], 40 / 224)
-    table = run_table(GroundTruthGenerator(), jobs, progress=False)
+    table = run_table(GroundTruthGenerator(), jobs, progress=False, save_dir=tmp_path)
     assert isinstance(table, Table) and len(table.samples) == 40
     assert table.passes() and table.score() == 1.0
     assert "overall" in table.format()
+    again = reanalyze(tmp_path)
+    assert len(again.samples) == 40 and again.score() == 1.0
 
 
 # --------------------------------------------------------------------------- training end to end
@@ -127,7 +129,8 @@ def test_tiny_training_end_to_end_and_resume(tmp_path):
 
     out, work = tmp_path / "out", tmp_path / "work"
     common = ["--preset", "tiny", "--vae-batch", "4", "--batch", "4", "--pool-size", "16",
-              "--out", str(out), "--work-dir", str(work), "--checkpoint-every", "2", "--warmup", "2"]
+              "--out", str(out), "--work-dir", str(work), "--checkpoint-every", "2", "--warmup", "2",
+              "--threads", "1"]
     train.main([*common, "--vae-steps", "2", "--steps", "2"])
     state = torch.load(work / "checkpoint.pt", weights_only=False)
     assert state["phase"] == "done" and state["step"] == 2
@@ -164,7 +167,8 @@ def test_shipped_model_loads_offline_and_is_small():
         "im = p('a red circle on a blue background', num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]\n"
         "assert im.size == (64, 64)\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
+           "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,9 +4,12 @@ Given a picture of one shape on a plain background it reports:
 - ``bg``: background colour, from the border pixels (median, nearest palette colour);
 - ``fg``: foreground colour, the most common nearest-palette colour of the pixels that differ from
   the background (largest connected blob only);
-- ``shape``: circle / square / triangle / star, from simple geometry of that blob: fill ratio against
-  its bounding box (square ~1.0, circle ~0.79, triangle ~0.5, star ~0.4) and solidity against its
-  convex hull (star ~0.6, the convex shapes ~1.0).
+- ``shape``: circle / square / triangle / star, from simple geometry of that blob: solidity against
+  its convex hull (star ~0.6, the convex shapes ~1.0), corner fill (how much of the four corner
+  triangles of the bounding box, legs 25% of the sides, is covered: square ~1, triangle ~0.5 (the
+  two bottom corners), circle 0) and fill ratio against the bounding box (square ~1.0, circle ~0.79,
+  triangle ~0.5). Corner fill is what tells a wobbly hand-drawn-looking square from a circle; both
+  can have a fill ratio of ~0.85.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ FG_DISTANCE = 70.0
 # Below this share of the image the blob is treated as "no shape".
 MIN_AREA_FRACTION = 0.03
 STAR_MAX_SOLIDITY = 0.8
-SQUARE_MIN_FILL = 0.89
+SQUARE_MIN_CORNER_FILL = 0.45
+SQUARE_MIN_FILL = 0.7
 CIRCLE_MIN_FILL = 0.645
+CORNER_LEG = 0.25
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Analysis:
     area_fraction: float
     fill: float  # blob area / bounding-box area
     solidity: float  # blob area / convex-hull area
+    corner_fill: float = 0.0  # covered share of the bounding box's four corner triangles
 
 
 def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -112,10 +118,21 @@ def convex_hull_area(points: np.ndarray) -> float:
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def classify_shape(fill: float, solidity: float) -> str:
+def corner_fill(blob: np.ndarray) -> float:
+    """Covered share of the four corner triangles (legs CORNER_LEG of the sides) of the blob's bbox."""
+    ys, xs = np.nonzero(blob)
+    box = blob[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    h, w = box.shape
+    v = (np.arange(h)[:, None] + 0.5) / h
+    u = (np.arange(w)[None, :] + 0.5) / w
+    corners = ((u + v) < CORNER_LEG) | ((1 - u + v) < CORNER_LEG) | ((u + 1 - v) < CORNER_LEG) | ((2 - u - v) < CORNER_LEG)
+    return float(box[corners].mean()) if corners.any() else 0.0
+
+
+def classify_shape(fill: float, solidity: float, corners: float) -> str:
     if solidity < STAR_MAX_SOLIDITY:
         return "star"
-    if fill >= SQUARE_MIN_FILL:
+    if corners >= SQUARE_MIN_CORNER_FILL and fill >= SQUARE_MIN_FILL:
         return "square"
     if fill >= CIRCLE_MIN_FILL:
         return "circle"
@@ -140,5 +157,6 @@ def analyze(image: Image.Image | np.ndarray) -> Analysis:
     corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)])
     hull = convex_hull_area(corners)
     solidity = area / hull if hull > 0 else 0.0
-    return Analysis(fg=fg, bg=bg, shape=classify_shape(fill, solidity), area_fraction=area / blob.size,
-                    fill=fill, solidity=solidity)
+    corners = corner_fill(blob)
+    return Analysis(fg=fg, bg=bg, shape=classify_shape(fill, solidity, corners), area_fraction=area / blob.size,
+                    fill=fill, solidity=solidity, corner_fill=corners)

@@ -290,6 +290,15 @@ def validate_analyzer(n: int = 500, seed: int = 7) -> Table:
     return table
 
 
+def reanalyze(folder: Path, cfg: float = 7.0) -> Table:
+    """Score images written by ``run_table(save_dir=...)`` (names ``SEED_FG_SHAPE_BG_cfgC.png``)."""
+    table = Table()
+    for f in sorted(Path(folder).glob(f"*_cfg{cfg:g}.png")):
+        seed, fg, shape, bg, _ = f.stem.split("_")
+        table.samples.append(Sample(fg, shape, bg, int(seed), analyze(Image.open(f))))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     from modules.paths import EMBEDDED_MODEL_DIR, REPO_ROOT
 
@@ -305,9 +314,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-dir", type=Path, default=None, help="also write every image here")
     p.add_argument("--json", type=Path, default=REPO_ROOT / "tmp" / "eval_default_model.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reanalyze", type=Path, default=None,
+                   help="only re-score images saved earlier with --save-dir (no generation)")
     p.add_argument("--write-readme", action="store_true",
                    help="rewrite MODEL/README.md from training_info.json with this evaluation appended")
     args = p.parse_args(argv)
+
+    if args.reanalyze:
+        table = reanalyze(args.reanalyze)
+        print(table.format())
+        print(table.confusion())
+        print(table.color_errors())
+        return 0 if table.passes() else 1
 
     import torch
 

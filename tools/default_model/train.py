@@ -71,6 +71,7 @@ class TrainArgs:
     decoder_every: int = 2  # in phase 2, one decoder-only step (frozen encoder) every N UNet steps; 0 = off
     seed: int = 0
     resume: bool = False
+    restart_schedule: bool = False
     checkpoint_every: int = 200
     export_every: int = 0  # also write a loadable snapshot to work_dir/snapshot every N UNet steps
     threads: int = 2
@@ -106,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
                    "one decoder step every N UNet steps; 0 = off")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from work-dir/checkpoint.pt if present")
+    p.add_argument("--restart-schedule", action="store_true",
+                   help="with --resume in phase 2: restart warm-up + cosine from the current step; "
+                   "--unet-minutes then counts from the restart")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--export-every", type=int, default=d.export_every)
     p.add_argument("--threads", type=int, default=d.threads)
@@ -127,8 +131,9 @@ class PhaseClock:
     (``minutes=0``) training is purely step-based and reproducible from the seed.
     """
 
-    def __init__(self, total_steps: int, minutes: float, elapsed: float = 0.0):
+    def __init__(self, total_steps: int, minutes: float, elapsed: float = 0.0, first_step: int = 0):
         self.total_steps = total_steps
+        self.first_step = first_step  # where the schedule (re)started
         self.budget = minutes * 60.0
         self.start = time.time() - elapsed
 
@@ -137,7 +142,7 @@ class PhaseClock:
         return time.time() - self.start
 
     def progress(self, step: int) -> float:
-        p = step / max(1, self.total_steps)
+        p = (step - self.first_step) / max(1, self.total_steps - self.first_step)
         if self.budget > 0:
             p = max(p, self.elapsed / self.budget)
         return min(1.0, p)
@@ -175,6 +180,7 @@ class Trainer:
         self.phase_elapsed = 0.0  # seconds spent in the current phase (restored on resume)
         self.clock: PhaseClock | None = None
         self.dec_mse: float | None = None
+        self.schedule_start = 0  # UNet step where the lr schedule (re)started, see --restart-schedule
         args.work_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = args.work_dir / CHECKPOINT_NAME
 
@@ -197,6 +203,7 @@ class Trainer:
             "history": self.history,
             "elapsed": self.elapsed + (time.time() - self._t0),
             "vae_steps_done": self.vae_steps_done,
+            "schedule_start": self.schedule_start,
             "phase_elapsed": self.clock.elapsed if self.clock is not None else 0.0,
         }
         tmp = self.ckpt_path.with_suffix(".tmp")
@@ -223,6 +230,7 @@ class Trainer:
         self.elapsed = state["elapsed"]
         self.phase_elapsed = state.get("phase_elapsed", 0.0)
         self.vae_steps_done = state.get("vae_steps_done", 0)
+        self.schedule_start = state.get("schedule_start", 0)
         if self.scaling_factor is not None:
             self.vae.register_to_config(scaling_factor=self.scaling_factor)
         return True
@@ -305,7 +313,7 @@ class Trainer:
         self.text_encoder.train()
         params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
         alphas = self.noise_scheduler.alphas_cumprod.to(self.device)
-        clock = self.clock = PhaseClock(a.unet_steps, a.unet_minutes, self.phase_elapsed)
+        clock = self.clock = PhaseClock(a.unet_steps, a.unet_minutes, self.phase_elapsed, self.schedule_start)
         bar = tqdm(range(self.step, a.unet_steps), initial=self.step, total=a.unet_steps, desc="unet", mininterval=5)
         ema_loss = None
         for step in bar:
@@ -314,7 +322,7 @@ class Trainer:
                 print(f"unet: time budget reached at step {step}", flush=True)
                 break
             for g in self.unet_opt.param_groups:
-                g["lr"] = a.lr * lr_factor(step, progress, a.warmup)
+                g["lr"] = a.lr * lr_factor(step - self.schedule_start, progress, a.warmup)
             idx = self.rng.integers(0, len(specs), size=a.batch)
             captions = [
                 "" if self.rng.random() < a.caption_dropout else dataset.caption(specs[i], self.rng) for i in idx
@@ -334,7 +342,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             self.unet_opt.step()
             if a.decoder_every and step % a.decoder_every == 0:
-                self.decoder_step(means, stds, specs, a.vae_lr * lr_factor(step, progress, a.warmup), decoder_params)
+                self.decoder_step(means, stds, specs, a.vae_lr * lr_factor(step - self.schedule_start, progress, a.warmup),
+                                  decoder_params)
             self.step = step + 1
             ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
             bar.set_postfix(loss=f"{ema_loss:.4f}", dec_mse=f"{self.dec_mse or 0:.4f}", refresh=False)
@@ -424,6 +433,10 @@ class Trainer:
             # continue a finished run with more steps (and, with a budget, a larger --unet-minutes)
             print(f"continuing UNet training from step {self.step} to {a.unet_steps}", flush=True)
             self.phase = "unet"
+        if a.restart_schedule and self.phase == "unet" and self.step > 0:
+            # warm restart: a fresh warm-up + cosine over the remaining steps / --unet-minutes from here
+            print(f"restarting the lr schedule at UNet step {self.step}", flush=True)
+            self.schedule_start, self.phase_elapsed = self.step, 0.0
         if self.phase == "vae":
             self.train_vae()
             self.scaling_factor = self.compute_scaling_factor()
