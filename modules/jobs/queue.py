@@ -104,8 +104,12 @@ class JobQueue:
             return len(self._pending)
 
     def progress(self, task_id: Optional[str] = None) -> Optional[ProgressSnapshot]:
-        job = self.current if task_id is None else self.get(task_id)
+        job = self._target(task_id)
         return job.control.snapshot() if job is not None else None
+
+    def _target(self, task_id: Optional[str]) -> Optional[Job]:
+        """The named task, or the running one when no id is given."""
+        return self.current if task_id is None else self.get(task_id)
 
     # ---- commands
     def set_preview_every(self, steps: int) -> None:
@@ -114,18 +118,16 @@ class JobQueue:
 
     def interrupt(self, task_id: Optional[str] = None) -> bool:
         """Interrupt one task (running or queued) or, with no id, the running one."""
-        job = self.current if task_id is None else self.get(task_id)
-        if job is None:
-            return False
-        job.control.interrupt()
-        return True
+        job = self._target(task_id)
+        if job is not None:
+            job.control.interrupt()
+        return job is not None
 
     def skip(self, task_id: Optional[str] = None) -> bool:
-        job = self.current if task_id is None else self.get(task_id)
-        if job is None:
-            return False
-        job.control.skip()
-        return True
+        job = self._target(task_id)
+        if job is not None:
+            job.control.skip()
+        return job is not None
 
     def shutdown(self, timeout: float = 5.0) -> None:
         with self._lock:
