@@ -1,6 +1,6 @@
-"""The shipped model through the real engine: prompts steer colours and shapes (a small slice of
-`python -m tools.default_model.evaluate`, which also runs the CFG, negative-prompt, img2img and
-inpaint checks)."""
+"""The shipped model through the real engine: a slice of `python -m tools.default_model.evaluate`
+(which scores all 224 prompts over several seeds): prompts steer colours and shapes, CFG helps, a
+negative prompt works, img2img keeps colours and inpainting changes only the masked region."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from PIL import Image
 from modules.paths import EMBEDDED_MODEL_DIR
 from tools.default_model import dataset
 from tools.default_model.engine_generator import EngineGenerator
-from tools.default_model.evaluate import eval_plan, run_table
+from tools.default_model.evaluate import (
+    check_cfg,
+    check_img2img,
+    check_inpaint,
+    check_negative_prompt,
+    eval_plan,
+    run_table,
+)
 
 STEPS = 20
-CHANCE = 1 / len(dataset.COLORS)
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +30,35 @@ def gen(tmp_path_factory) -> EngineGenerator:
 
 @pytest.fixture(scope="module")
 def jobs():
-    return eval_plan(seeds=[0], fraction=16 / len(dataset.all_combos()))
+    return eval_plan(seeds=[0], fraction=32 / len(dataset.all_combos()))
 
 
-def test_prompts_steer_colours_and_shapes_far_above_chance(gen, jobs):
+def test_prompts_steer_colours_and_shapes(gen, jobs):
     table = run_table(gen, jobs, cfg=7.0, steps=STEPS, progress=False)
-    assert table.accuracy("fg") >= 4 * CHANCE, table.format()
-    assert table.accuracy("bg") >= 4 * CHANCE, table.format()
-    assert table.accuracy("shape") >= 2 / len(dataset.SHAPES), table.format()
+    # the evaluator's bar is 90/90/75 over all 448 images; 32 images vary more
+    assert table.accuracy("fg") >= 0.8, table.format()
+    assert table.accuracy("bg") >= 0.8, table.format()
+    assert table.accuracy("shape") >= 0.75, table.format()
+
+
+def test_cfg_7_scores_higher_than_cfg_1(gen, jobs):
+    result = check_cfg(gen, jobs, steps=STEPS)
+    assert result.passed, result.detail
+
+
+def test_negative_prompt_lowers_the_named_colour(gen, jobs):
+    result = check_negative_prompt(gen, jobs[:12], steps=STEPS)
+    assert result.passed, result.detail
+
+
+def test_img2img_at_0_3_keeps_the_colours(gen):
+    result = check_img2img(gen, n=10, steps=STEPS)
+    assert result.passed, result.detail
+
+
+def test_inpaint_changes_only_the_masked_region(gen):
+    result = check_inpaint(gen, n=8, steps=STEPS)
+    assert result.passed, result.detail
 
 
 def test_native_size_is_the_default(gen):

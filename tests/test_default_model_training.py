@@ -17,7 +17,7 @@ from PIL import Image
 from modules.paths import EMBEDDED_MODEL_DIR, REPO_ROOT
 from tools.default_model import dataset
 from tools.default_model.analyze import analyze, color_share
-from tools.default_model.evaluate import Table, eval_plan, reanalyze, run_table, validate_analyzer
+from tools.default_model.evaluate import Table, check_cfg, eval_plan, reanalyze, run_table, validate_analyzer
 
 MAX_MODEL_BYTES = 40 * 1000 * 1000
 
@@ -46,6 +46,19 @@ def test_captions_name_the_scene(seed):
     assert not re.search(r"\ba [aeiou]", text), text  # "an orange", never "a orange"
     partial = dataset.caption(spec, rng, partial_prob=1.0)
     assert spec.shape in partial or spec.fg in partial
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.0, 1.0]))
+@settings(max_examples=40, deadline=None)
+def test_labelled_captions_say_which_attributes_they_name(seed, partial_prob):
+    rng = np.random.default_rng(seed)
+    spec = dataset.sample_spec(rng)
+    cap = dataset.labelled_caption(spec, rng, partial_prob=partial_prob)
+    words = re.findall(r"[a-z]+", cap.text)
+    assert (spec.shape in words) == cap.names_shape
+    assert (spec.fg in words) == cap.names_fg and (spec.bg in words) == cap.names_bg
+    if partial_prob == 0.0:
+        assert cap.names_fg and cap.names_bg and cap.names_shape
 
 
 def test_caption_dropout_rate():
@@ -120,6 +133,100 @@ def test_run_table_with_a_plugged_in_generator(tmp_path):
     assert len(again.samples) == 40 and again.score() == 1.0
 
 
+class GuidanceSensitiveGenerator(GroundTruthGenerator):
+    """Ground truth whose shape is overdrawn in grey at a low CFG (or a high one, when inverted)."""
+
+    def __init__(self, weak_cfg_below: float = 4.0, inverted: bool = False):
+        self.weak_cfg_below, self.inverted = weak_cfg_below, inverted
+
+    def __call__(self, prompt, negative_prompt, seed, cfg, steps):
+        image = np.asarray(super().__call__(prompt, negative_prompt, seed, cfg, steps)).copy()
+        if (cfg < self.weak_cfg_below) != self.inverted:
+            image[28:36, 28:36] = 128  # a grey patch: pixels in neither prompt colour
+        return Image.fromarray(image)
+
+
+def test_cfg_check_wants_better_prompt_adherence_at_cfg_7():
+    jobs = eval_plan([3], 8 / 224)
+    good = check_cfg(GuidanceSensitiveGenerator(), jobs, steps=1)
+    assert good.passed, good.detail
+    assert "cfg7=1.000" in good.detail  # accuracy unchanged, colour share higher
+    bad = check_cfg(GuidanceSensitiveGenerator(inverted=True), jobs, steps=1)
+    assert not bad.passed, bad.detail
+    tie = check_cfg(GroundTruthGenerator(), jobs, steps=1)
+    assert not tie.passed, "equal adherence is not 'higher'"
+
+
+# --------------------------------------------------------------------------- training pieces
+def test_caption_labels_mark_unnamed_attributes():
+    from tools.default_model.train import caption_labels
+
+    spec = dataset.SceneSpec(shape="star", fg="green", bg="black", size=0.6, cx=0.5, cy=0.5)
+    full = dataset.Caption("a green star on a black background", True, True, True)
+    assert caption_labels(spec, full) == (dataset.COLORS.index("green"), dataset.COLORS.index("black"),
+                                          dataset.SHAPES.index("star"))
+    only_shape = dataset.Caption("a star", False, True, False)
+    assert caption_labels(spec, only_shape) == (-100, -100, dataset.SHAPES.index("star"))
+
+
+def test_caption_heads_learn_attributes_and_ignore_unnamed_ones():
+    import torch
+
+    from tools.default_model.train import CaptionHeads
+
+    torch.manual_seed(0)
+    heads = CaptionHeads(8)
+    states = torch.randn(6, 8)
+    nothing_named = torch.full((6, 3), -100)
+    assert heads.loss(states, nothing_named).item() == 0.0
+    labels = torch.tensor([[0, 1, 2], [3, 4, 1], [5, 6, 0], [7, 0, 3], [1, 2, 2], [2, 3, 1]])
+    opt = torch.optim.Adam(heads.parameters(), lr=0.1)
+    first = heads.loss(states, labels).item()
+    for _ in range(100):
+        opt.zero_grad()
+        heads.loss(states, labels).backward()
+        opt.step()
+    assert heads.loss(states, labels).item() < 0.1 * first
+    # an attribute no caption names adds nothing: the loss is the mean over the named ones
+    partial = labels.clone()
+    partial[:, 1] = -100
+    expected = (torch.nn.functional.cross_entropy(heads.fg(states), labels[:, 0])
+                + torch.nn.functional.cross_entropy(heads.shape(states), labels[:, 2])) / 2
+    assert torch.allclose(heads.loss(states, partial), expected)
+
+
+def test_min_snr_weights_keep_noisy_steps_and_damp_easy_ones():
+    import torch
+
+    from tools.default_model.train import min_snr_weights
+
+    alphas = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, 0.0101
+    w = min_snr_weights(alphas, gamma=5.0)
+    assert torch.allclose(w[2:], torch.ones(2))
+    assert torch.allclose(w[:2], torch.tensor([5 / 999, 5 / 9]), rtol=1e-3)
+
+
+def test_ema_tracks_weights_and_applies_them_temporarily():
+    import torch
+
+    from tools.default_model.train import Ema
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = Ema([p], decay=0.9)
+    with torch.no_grad():
+        p.fill_(1.0)
+    for step in range(200):
+        ema.update(step)
+    assert torch.allclose(ema.shadow[0], torch.ones(3), atol=1e-3)
+    with torch.no_grad():
+        p.fill_(5.0)
+    ema.update(1000)  # decay 0.9: one step moves the average a tenth of the way
+    assert torch.allclose(ema.shadow[0], torch.full((3,), 1.4), atol=1e-3)
+    with ema.applied():
+        assert torch.allclose(p, torch.full((3,), 1.4), atol=1e-3)
+    assert torch.equal(p.detach(), torch.full((3,), 5.0))
+
+
 # --------------------------------------------------------------------------- training end to end
 def test_tiny_training_end_to_end_and_resume(tmp_path):
     import torch
@@ -138,6 +245,13 @@ def test_tiny_training_end_to_end_and_resume(tmp_path):
     train.main([*common, "--vae-steps", "2", "--steps", "4", "--resume"])
     info = json.loads((out / "training_info.json").read_text())
     assert info["unet_steps_done"] == 4 and info["vae_steps_done"] == 2
+    assert info["ema_decay"] > 0 and info["aux_weight"] > 0 and info["min_snr"] > 0
+    # the shipped folder holds the EMA weights; the raw ones are kept beside the checkpoint
+    state = torch.load(work / "checkpoint.pt", weights_only=False)
+    shipped = StableDiffusionPipeline.from_pretrained(str(out), safety_checker=None).unet.state_dict()
+    raw = StableDiffusionPipeline.from_pretrained(str(work / "final_raw"), safety_checker=None).unet.state_dict()
+    assert all(torch.equal(raw[k], v) for k, v in state["unet"].items())
+    assert any(not torch.equal(shipped[k], raw[k]) for k in raw)
 
     index = json.loads((out / "model_index.json").read_text())
     assert index["requires_safety_checker"] is False

@@ -85,6 +85,14 @@ def test_unknown_sampler_lists_valid_names(engine):
     assert "Euler a" in str(err.value) and "DPM++ 2M" in str(err.value)
 
 
+def test_schedule_the_sampler_cannot_use_is_refused_naming_the_valid_ones(engine):
+    with pytest.raises(samplers.UnknownSamplerError) as err:
+        engine.generate(txt2img(sampler_name="Euler a", scheduler="Karras"))
+    message = str(err.value)
+    assert "Karras" in message and "Uniform" in message and "SGM Uniform" in message
+    assert engine.generate(txt2img(sampler_name="Euler a", scheduler="SGM Uniform")).images
+
+
 def test_different_seeds_differ_and_random_seed_is_recorded(engine):
     a = engine.generate(txt2img(seed=1))
     b = engine.generate(txt2img(seed=2))

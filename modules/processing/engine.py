@@ -69,8 +69,8 @@ class Engine:
         t = job_start = time.perf_counter()
 
         choice = samplers.resolve(request.sampler_name, request.scheduler)  # fail fast on bad names
+        samplers.check_supported(choice)  # the scheduler itself is built per batch
         model = self._models.get(request.checkpoint, request.vae)
-        samplers.build_scheduler(choice, model.pipe.scheduler.config)  # reject a bad schedule type up front
         t = clock.add("load", t)
 
         width = request.width or model.native_size

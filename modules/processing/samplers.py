@@ -136,18 +136,22 @@ def supported_schedules(sampler: SamplerSpec) -> tuple[str, ...]:
     return tuple(s.name for s in SCHEDULES if all(k in params for k in s.kwargs))
 
 
+def check_supported(choice: SamplerChoice) -> None:
+    """Raise UnknownSamplerError, naming the valid ones, when the sampler cannot use the schedule type."""
+    valid = supported_schedules(choice.sampler)
+    if choice.schedule.name not in valid:
+        raise UnknownSamplerError(f"schedule type for {choice.sampler.name}", choice.schedule.name, valid)
+
+
 def build_scheduler(choice: SamplerChoice, base_config: Any, seeds: Optional[list[int]] = None) -> Any:
     """A fresh diffusers scheduler for one batch, from the model's own scheduler config.
 
     `seeds` (one per image) seed schedulers that draw their own noise (DPM++ SDE's Brownian
     tree), so that image i of a batch still matches a lone job with its seed.
     """
+    check_supported(choice)
     cls = _scheduler_class(choice.sampler.scheduler_class)
     params = inspect.signature(cls.__init__).parameters
-    missing = [k for k in choice.schedule.kwargs if k not in params]
-    if missing:
-        valid = supported_schedules(choice.sampler)
-        raise UnknownSamplerError(f"schedule type for {choice.sampler.name}", choice.schedule.name, valid)
     # Schedule kwargs from other samplers must not leak in from the model's config.
     overrides: dict[str, Any] = {k: False for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
                                  if k in params}

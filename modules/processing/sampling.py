@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from modules.processing.conditioning import Conditioning, ScheduledConditioning, make_same_length
+from modules.processing.conditioning import ScheduledConditioning, ScheduledPair
 
 
 @dataclass
@@ -119,6 +119,7 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
         if use_cfg:
             extra_channels = torch.cat([extra_channels] * 2)
 
+    prompts = ScheduledPair(job.cond, job.uncond)  # reuses the padded uncond+cond tensor while unchanged
     total = len(timesteps)
     last_x0: Optional[torch.Tensor] = None
     done = 0
@@ -128,12 +129,7 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
             break
         # 2. conditioning for this step (prompt editing / alternation switch it)
         schedule_step = min(schedule_steps - 1, i // order)
-        cond, uncond = job.cond.at(schedule_step), job.uncond.at(schedule_step)
-        if use_cfg:
-            cond, uncond = make_same_length(cond, uncond)
-            context = Conditioning.cat([uncond, cond])
-        else:
-            context = cond
+        context = prompts.cfg_context(schedule_step) if use_cfg else job.cond.at(schedule_step)
         model_in = torch.cat([latents] * 2) if use_cfg else latents
         model_in = sched.scale_model_input(model_in, t)
         if extra_channels is not None:

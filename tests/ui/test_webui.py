@@ -135,21 +135,31 @@ def test_png_info_reads_output_and_sends_to_txt2img(page, server, tmp_path):
     assert np.array_equal(pixels(again), pixels(Image.open(path)))
 
 
+def fill_long_job(page, prompt: str, batch_count: int, steps: int = 40) -> None:
+    h.fill(page, "txt2img_prompt", prompt)
+    small_job(page, steps=steps)
+    h.set_number(page, "txt2img_batch_count", batch_count)
+
+
+def start_long_job(page, server):
+    """Click Generate, wait until the job runs (ETA shown); returns the queue's task and the log before."""
+    before = h.log_html(page, "txt2img")
+    page.locator("#txt2img_generate").click()
+    page.locator("#txt2img_progress").get_by_text("ETA", exact=False).wait_for(timeout=60_000)
+    running = server.ctx.queue.current
+    assert running is not None
+    return running, before
+
+
 def test_interrupt_only_stops_own_job(page, browser, server):
     """Two browser sessions with a job each: Interrupt in one stops only that session's job."""
     other_log = PageLog()
     other = open_page(browser, server.url, other_log)
     try:
         for pg in (page, other):
-            h.fill(pg, "txt2img_prompt", "long job")
-            small_job(pg, steps=40)
-            h.set_number(pg, "txt2img_batch_count", 100)
-        before = h.log_html(page, "txt2img")
-        page.locator("#txt2img_generate").click()
-        page.locator("#txt2img_progress").get_by_text("ETA", exact=False).wait_for(timeout=60_000)
+            fill_long_job(pg, "long job", batch_count=100)
+        running, before = start_long_job(page, server)
         page.locator("#txt2img_preview img").first.wait_for(timeout=60_000)  # live preview (every 5 steps)
-        running = server.ctx.queue.current
-        assert running is not None
 
         other_before = h.log_html(other, "txt2img")
         other.locator("#txt2img_generate").click()
@@ -398,6 +408,39 @@ def test_send_to_inpaint_and_draw_mask(page):
     assert "Mask blur" in info
 
 
+def test_sketch_drawing_reaches_the_engine(page, tmp_path):
+    """Sketch: upload a white picture, draw on it; at denoising strength 0 the result is exactly the
+    drawn composite, so the stroke must show up in the output."""
+    Image.new("RGB", (SMALL, SMALL), (255, 255, 255)).save(tmp_path / "white.png")
+    h.tab(page, "img2img")
+    h.tab(page, "Sketch")
+    # the editor mounts when its tab first shows; an upload before that is lost
+    page.locator("#img2img_sketch canvas").first.wait_for(state="visible", timeout=15_000)
+    page.wait_for_timeout(1000)
+    h.upload(page, "img2img_sketch", tmp_path / "white.png")
+    canvas = page.locator("#img2img_sketch canvas").first
+    page.wait_for_timeout(1500)
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    # a short stroke in the middle (the editor's automatic brush size is large for a 64px picture)
+    page.mouse.move(cx - 4, cy)
+    page.mouse.down()
+    page.mouse.move(cx, cy)
+    page.mouse.move(cx + 4, cy)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    shot(page, "sketch_drawn")
+    h.fill(page, "img2img_prompt", "sketch")
+    small_job(page, "img2img", steps=3)
+    h.set_number(page, "img2img_denoising_strength", 0)
+    h.generate(page, "img2img")
+    out = pixels(h.first_gallery_image(page, "img2img"))
+    assert out.shape[:2] == (SMALL, SMALL)
+    assert out[:3].min() >= 240  # the top rows, far from the stroke, stay white
+    centre = out[SMALL // 2 - 2:SMALL // 2 + 2, SMALL // 2 - 2:SMALL // 2 + 2]
+    assert centre.min() < 128, "the drawn stroke is missing from the output"
+
+
 def test_switch_checkpoint_in_quicksettings(page, server):
     from tests.tiny_model import save_tiny_model_dir
 
@@ -431,14 +474,9 @@ def test_gradio_auth(browser, data_root, monkeypatch):
 
 
 def test_skip_ends_only_the_current_batch(page, server):
-    h.fill(page, "txt2img_prompt", "skip me")
-    small_job(page, steps=40)
-    h.set_number(page, "txt2img_batch_count", 3)
-    before = h.log_html(page, "txt2img")
-    page.locator("#txt2img_generate").click()
-    page.locator("#txt2img_progress").get_by_text("ETA", exact=False).wait_for(timeout=60_000)
-    running = server.ctx.queue.current
-    assert running is not None
+    # 150 steps a batch (a few seconds each): the click must land while the first batch still runs
+    fill_long_job(page, "skip me", batch_count=3, steps=150)
+    running, before = start_long_job(page, server)
     page.locator("#txt2img_skip").click()
     h.wait_finished(page, "txt2img", before, timeout_ms=180_000)
     result = running.future.result(timeout=10)

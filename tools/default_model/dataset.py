@@ -130,7 +130,21 @@ def render(spec: SceneSpec, size: int = IMAGE_SIZE) -> Image.Image:
     return img.resize((size, size), Image.Resampling.BOX)
 
 
+@dataclass(frozen=True)
+class Caption:
+    """A caption and which scene attributes it names (the rest are unknown to a reader of the text)."""
+
+    text: str
+    names_fg: bool
+    names_shape: bool
+    names_bg: bool
+
+
 def caption(spec: SceneSpec, rng: np.random.Generator, partial_prob: float = 0.1) -> str:
+    return labelled_caption(spec, rng, partial_prob).text
+
+
+def labelled_caption(spec: SceneSpec, rng: np.random.Generator, partial_prob: float = 0.1) -> Caption:
     if rng.random() < partial_prob:
         template = PARTIAL_TEMPLATES[rng.integers(len(PARTIAL_TEMPLATES))]
     else:
@@ -139,7 +153,12 @@ def caption(spec: SceneSpec, rng: np.random.Generator, partial_prob: float = 0.1
             template = FULL_TEMPLATES[0]
         else:
             template = FULL_TEMPLATES[rng.integers(len(FULL_TEMPLATES))]
-    return fix_articles(template.format(fg=spec.fg, shape=spec.shape, bg=spec.bg))
+    return Caption(
+        text=fix_articles(template.format(fg=spec.fg, shape=spec.shape, bg=spec.bg)),
+        names_fg="{fg}" in template,
+        names_shape="{shape}" in template,
+        names_bg="{bg}" in template,
+    )
 
 
 def to_tensor_array(images: list[Image.Image]) -> np.ndarray:

@@ -19,7 +19,7 @@ SAMPLER = "Euler a"
 
 
 class EngineGenerator:
-    """Callable like evaluate.ImageGenerator, plus the img2img and inpaint calls it uses."""
+    """evaluate.FullGenerator on the engine: txt2img, img2img and inpaint."""
 
     def __init__(self, model_dir: str | Path = EMBEDDED_MODEL_DIR, data_dir: str | Path | None = None,
                  sampler: str = SAMPLER) -> None:
