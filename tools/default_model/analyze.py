@@ -154,9 +154,9 @@ def analyze(image: Image.Image | np.ndarray) -> Analysis:
     ys, xs = np.nonzero(blob)
     fill = area / float((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
     # hull over pixel corners, so a solid block of pixels has solidity exactly 1
-    corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)])
-    hull = convex_hull_area(corners)
+    pixel_corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)])
+    hull = convex_hull_area(pixel_corners)
     solidity = area / hull if hull > 0 else 0.0
-    corners = corner_fill(blob)
-    return Analysis(fg=fg, bg=bg, shape=classify_shape(fill, solidity, corners), area_fraction=area / blob.size,
-                    fill=fill, solidity=solidity, corner_fill=corners)
+    covered = corner_fill(blob)
+    return Analysis(fg=fg, bg=bg, shape=classify_shape(fill, solidity, covered), area_fraction=area / blob.size,
+                    fill=fill, solidity=solidity, corner_fill=covered)

@@ -105,6 +105,13 @@ class Sample:
     bg: str
     seed: int
     got: Analysis
+    # share of pixels whose nearest palette colour is one the prompt names: a continuous measure of
+    # prompt adherence that still moves when the accuracies are saturated
+    prompt_share: float
+
+    @classmethod
+    def of(cls, image: Image.Image, fg: str, shape: str, bg: str, seed: int) -> "Sample":
+        return cls(fg, shape, bg, seed, analyze(image), color_share(image, fg) + color_share(image, bg))
 
     @property
     def ok(self) -> dict[str, bool]:
@@ -122,6 +129,9 @@ class Table:
     def score(self) -> float:
         """Mean of the three accuracies (used to compare settings)."""
         return float(np.mean([self.accuracy(k) for k in ("fg", "bg", "shape")]))
+
+    def prompt_share(self) -> float:
+        return float(np.mean([s.prompt_share for s in self.samples]))
 
     def passes(self) -> bool:
         return all(self.accuracy(k) >= v for k, v in BAR.items())
@@ -185,7 +195,7 @@ def run_table(gen: ImageGenerator, jobs, cfg: float = 7.0, steps: int = 20, save
     table = Table()
     for i, (fg, shape, bg, seed) in enumerate(jobs):
         img = gen(dataset.canonical_prompt(fg, shape, bg), "", seed, cfg, steps)
-        table.samples.append(Sample(fg, shape, bg, seed, analyze(img)))
+        table.samples.append(Sample.of(img, fg, shape, bg, seed))
         if save_dir is not None:
             img.save(save_dir / f"{seed}_{fg}_{shape}_{bg}_cfg{cfg:g}.png")
         if progress and (i + 1) % 50 == 0:
@@ -201,24 +211,12 @@ class CheckResult:
     detail: str
 
 
-def prompt_colour_share(image: Image.Image, fg: str, bg: str) -> float:
-    """Share of pixels whose nearest palette colour is one the prompt names: a continuous measure of
-    prompt adherence that still moves when the accuracies are saturated."""
-    return color_share(image, fg) + color_share(image, bg)
-
-
 def check_cfg(gen: ImageGenerator, jobs, steps: int = 20) -> CheckResult:
     """CFG 7 should follow the prompt better than CFG 1 (no guidance) on the same prompts and seeds:
     a higher share of pixels in the prompt's two colours, and accuracies no lower."""
-    scores = {}
-    for cfg in (1.0, 7.0):
-        samples, shares = [], []
-        for fg, shape, bg, seed in jobs:
-            image = gen(dataset.canonical_prompt(fg, shape, bg), "", seed, cfg, steps)
-            samples.append(Sample(fg, shape, bg, seed, analyze(image)))
-            shares.append(prompt_colour_share(image, fg, bg))
-        scores[cfg] = (Table(samples).score(), float(np.mean(shares)))
-    (acc1, share1), (acc7, share7) = scores[1.0], scores[7.0]
+    t1 = run_table(gen, jobs, cfg=1.0, steps=steps, progress=False)
+    t7 = run_table(gen, jobs, cfg=7.0, steps=steps, progress=False)
+    share1, share7, acc1, acc7 = t1.prompt_share(), t7.prompt_share(), t1.score(), t7.score()
     return CheckResult("cfg7 > cfg1", share7 > share1 and acc7 >= acc1,
                        f"prompt-colour pixel share cfg7={share7:.4f} cfg1={share1:.4f}; mean fg/bg/shape "
                        f"accuracy cfg7={acc7:.3f} cfg1={acc1:.3f} on {len(jobs)} images")
@@ -297,7 +295,7 @@ def validate_analyzer(n: int = 500, seed: int = 7) -> Table:
     table = Table()
     for _ in range(n):
         spec = dataset.sample_spec(rng)
-        table.samples.append(Sample(spec.fg, spec.shape, spec.bg, seed, analyze(dataset.render(spec))))
+        table.samples.append(Sample.of(dataset.render(spec), spec.fg, spec.shape, spec.bg, seed))
     return table
 
 
@@ -306,7 +304,7 @@ def reanalyze(folder: Path, cfg: float = 7.0) -> Table:
     table = Table()
     for f in sorted(Path(folder).glob(f"*_cfg{cfg:g}.png")):
         seed, fg, shape, bg, _ = f.stem.split("_")
-        table.samples.append(Sample(fg, shape, bg, int(seed), analyze(Image.open(f))))
+        table.samples.append(Sample.of(Image.open(f), fg, shape, bg, int(seed)))
     return table
 
 
