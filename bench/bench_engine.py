@@ -1,10 +1,12 @@
 """Engine overhead against plain diffusers, same weights and settings, measured in one run.
 
-    python -m bench.bench_engine [--model DIR] [--steps 20] [--size N] [--runs 5] [--batch 1]
+    python -m bench.bench_engine [--model DIR] [--steps 20] [--size N] [--runs 5] [--batch 1 4] [--per-image]
 
 DIR is a diffusers-format folder (default: the embedded model). Both sides use the same pipeline
-object, sampler (Euler a), CFG, size and seed; runs alternate so drift hits both alike. Prints the
-median seconds per image of each and the ratio engine/diffusers (goal: ≤ 1.05).
+object, sampler (Euler a), CFG, size and seed; runs alternate so drift hits both alike. For each
+batch size, prints the median seconds per image of each and the ratio engine/diffusers (goal:
+≤ 1.05). `--per-image` measures the `batch_per_image` setting (one UNet call and one VAE decode
+per image, so image i equals the lone job).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from modules.models.loaded import LoadedModel, ModelFamily
 from modules.paths import EMBEDDED_MODEL_DIR, Paths
 from modules.processing.engine import Engine
 from modules.processing.request import GenerationRequest
-from modules.settings import SettingsStore
+from modules.settings import Options, SettingsStore
 
 PROMPT = "a red circle on a blue background"
 
@@ -40,7 +42,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--size", type=int, default=None, help="default: the model's native size")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes to measure")
+    ap.add_argument("--per-image", action="store_true", help="the batch_per_image setting on")
     ap.add_argument("--fp16", action="store_true", help="half precision (CUDA)")
     args = ap.parse_args()
 
@@ -52,19 +55,31 @@ def main() -> None:
     size = args.size or pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     model = LoadedModel(title=args.model.name, name=args.model.name, family=ModelFamily.SD1, pipe=pipe,
                         native_size=size)
-    engine = Engine(_OneModel(model), SettingsStore(None), Paths())
-    request = GenerationRequest(prompt=PROMPT, seed=1, steps=args.steps, cfg_scale=7.0, sampler_name="Euler a",
-                                width=size, height=size, batch_size=args.batch, save_images=False)
+    engine = Engine(_OneModel(model), SettingsStore(None, Options(batch_per_image=args.per_image)), Paths())
     plain_scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {name}, dtype: {dtype}, model: {args.model}, size: {size}, steps: {args.steps}, "
+          f"runs: {args.runs}, batch_per_image: {args.per_image}")
+    for batch in args.batch:
+        request = GenerationRequest(prompt=PROMPT, seed=1, steps=args.steps, cfg_scale=7.0, sampler_name="Euler a",
+                                    width=size, height=size, batch_size=batch, save_images=False)
 
-    def run_engine() -> None:
-        engine.generate(request)
+        def run_engine() -> None:
+            engine.generate(request)
 
-    def run_diffusers() -> None:
-        pipe.scheduler = plain_scheduler
-        generator = [torch.Generator(device).manual_seed(1 + i) for i in range(args.batch)]
-        pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=7.0, height=size, width=size,
-             num_images_per_prompt=args.batch, generator=generator)
+        def run_diffusers() -> None:
+            pipe.scheduler = plain_scheduler
+            generator = [torch.Generator(device).manual_seed(1 + i) for i in range(batch)]
+            pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=7.0, height=size, width=size,
+                 num_images_per_prompt=batch, generator=generator)
+
+        e, d = _measure(run_engine, run_diffusers, args.runs, device)
+        print(f"batch {batch}: engine {e / batch:.4f} s/image, diffusers {d / batch:.4f} s/image, "
+              f"ratio engine/diffusers {e / d:.3f} (goal <= 1.05)")
+
+
+def _measure(run_engine, run_diffusers, runs: int, device: str) -> tuple[float, float]:
+    """Median seconds of each, alternating runs after one warm-up of each."""
 
     def timed(fn) -> float:
         if device == "cuda":
@@ -77,16 +92,10 @@ def main() -> None:
 
     run_engine(), run_diffusers()  # warm-up: allocator, kernels, caches
     engine_s, diffusers_s = [], []
-    for _ in range(args.runs):
+    for _ in range(runs):
         engine_s.append(timed(run_engine))
         diffusers_s.append(timed(run_diffusers))
-    e, d = statistics.median(engine_s), statistics.median(diffusers_s)
-    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}, dtype: {dtype}, model: {args.model}, size: {size}, steps: {args.steps}, "
-          f"batch: {args.batch}, runs: {args.runs}")
-    print(f"engine   median {e:.3f} s  ({e / args.batch:.3f} s/image)")
-    print(f"diffusers median {d:.3f} s  ({d / args.batch:.3f} s/image)")
-    print(f"ratio engine/diffusers: {e / d:.3f}  (goal <= 1.05)")
+    return statistics.median(engine_s), statistics.median(diffusers_s)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ def build_settings(args: argparse.Namespace, paths: Paths) -> SettingsStore:
 
 
 def create_context(args: argparse.Namespace) -> AppContext:
-    from modules.models.options import ModelOptions
+    from modules.models.options import ModelOptions, resolve_device
     from modules.models.registry import ModelRegistry
     from modules.processing.engine import Engine
+    from modules.processing.limits import request_size_check
 
     paths = build_paths(args)
     for folder in (paths.stable_diffusion_dir, paths.vae_dir, paths.outputs_dir):
@@ -45,7 +46,10 @@ def create_context(args: argparse.Namespace) -> AppContext:
     registry = ModelRegistry(paths, model_options)
     engine = Engine(registry, settings, paths, vae_tile_threshold=model_options.vae_tile_threshold)
     preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
-    queue = JobQueue(engine.generate, preview_every=preview_every)
+    size_check = request_size_check(lambda: settings.get().max_generation_pixels,
+                                    resolve_device(model_options).type)
+    queue = JobQueue(engine.generate, preview_every=preview_every, max_pending=options.queue_max_pending,
+                     admit=size_check)
     settings.on_change(lambda old, new: apply_model_settings(registry, queue, old, new))
     return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue)
 
@@ -61,3 +65,5 @@ def apply_model_settings(registry, queue: JobQueue, old: Options, new: Options) 
     if (new.show_progress_every_n_steps, new.live_previews_enable) != (old.show_progress_every_n_steps,
                                                                          old.live_previews_enable):
         queue.set_preview_every(new.show_progress_every_n_steps if new.live_previews_enable else 0)
+    if new.queue_max_pending != old.queue_max_pending:
+        queue.set_max_pending(new.queue_max_pending)

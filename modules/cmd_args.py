@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--autolaunch", action="store_true", help="open the UI in the default browser")
     net.add_argument("--api", action="store_true", help="serve /sdapi/v1 beside the UI")
     net.add_argument("--nowebui", action="store_true", help="serve the API alone")
-    net.add_argument("--api-auth", default=None, help="user:pass[,user2:pass2] for the API")
+    net.add_argument("--api-auth", default=None, help="user:pass[,user2:pass2] for the API (default: the --gradio-auth login, if any)")
     net.add_argument("--gradio-auth", default=None, help="user:pass[,user2:pass2] for the UI")
     net.add_argument("--gradio-auth-path", default=None, help="file with user:pass lines or comma lists")
     ui = p.add_argument_group("ui")
@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--medvram", action="store_true", help="model CPU offload")
     perf.add_argument("--lowvram", action="store_true", help="sequential CPU offload")
     perf.add_argument("--use-cpu", action="store_true", help="run on the CPU even when CUDA exists")
+    ext = p.add_argument_group("extensions")
+    ext.add_argument("--disable-all-extensions", action="store_true", help="load no extensions at all")
+    ext.add_argument("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
+    ext.add_argument("--enable-insecure-extension-access", action="store_true",
+                     help="allow installing extensions from the UI/API even when listening beyond loopback")
     return p
 
 

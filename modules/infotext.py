@@ -46,6 +46,9 @@ _NEGATIVE_PREFIX = "Negative prompt:"
 # Keys A1111's img2img writes for an inpaint job; any of them marks an inpaint infotext.
 _INPAINT_KEYS = ("Mask blur", "Mask mode", "Inpaint area", "Masked area padding", "Masked content")
 _INVERT_MASK_MODE = "Inpaint not masked"
+# A1111's infotext keys for the sampler parameters (samplers.step_options writes them)
+_SAMPLER_PARAM_KEYS = {"Eta": "eta", "Eta DDIM": "eta", "Sigma churn": "s_churn", "Sigma tmin": "s_tmin",
+                       "Sigma tmax": "s_tmax", "Sigma noise": "s_noise"}
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,9 @@ def request_fields_from_infotext(text: str, *, strict: bool = False) -> dict[str
     fields["seed_resize_from_w"], fields["seed_resize_from_h"] = 0, 0
     take("Seed resize from", _to_size, "seed_resize_from_w", "seed_resize_from_h")
     take("Denoising strength", _to_float, "denoising_strength")
+    for key, target in _SAMPLER_PARAM_KEYS.items():  # written only off their defaults: absent = default
+        fields.setdefault(target, None)
+        take(key, _to_float, target)
     fields["clip_skip"] = 1
     take("Clip skip", _to_int, "clip_skip")
     fields["rng_source"] = RngSource.DEVICE

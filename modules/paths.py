@@ -10,6 +10,8 @@ CONFIGS_DIR = REPO_ROOT / "configs"
 CLIP_TOKENIZER_DIR = CONFIGS_DIR / "clip_tokenizer"
 # The project's own small model, trained by tools/default_model and shipped in git.
 EMBEDDED_MODEL_DIR = REPO_ROOT / "models" / "embedded" / "shapes64"
+# Extensions shipped with the app (user drop-ins live in Paths.extensions_dir).
+EXTENSIONS_BUILTIN_DIR = REPO_ROOT / "extensions-builtin"
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,23 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from modules.a1111_options import A1111_DEFAULTS, coerce as coerce_a1111
 from modules.atomic_write import write_json_atomic
 
 
 class Options(BaseModel):
-    """Option names are A1111's, so `/sdapi/v1/options` clients and old config files work."""
+    """Option names are A1111's, so `/sdapi/v1/options` clients and old config files work.
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    The typed fields are the options this app acts on. Every other A1111 1.10 option
+    (modules/a1111_options.py) is held too, with A1111's default, so GET lists it and POST takes
+    it; those are in `NO_EFFECT_YET`. Names neither A1111 nor this app knows are dropped when a
+    settings file is read (old files, extensions' options) and refused by `updated`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     # model
     sd_model_checkpoint: str = ""
@@ -27,6 +35,9 @@ class Options(BaseModel):
     sd_checkpoints_limit: int = Field(1, ge=1, le=10)
     CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12)
     randn_source: Literal["GPU", "CPU"] = "GPU"
+    # img2img: how much of the picture a 9-channel inpainting model sees under the mask (A1111's
+    # "Inpainting conditioning mask strength"; 1 = none of it, 0 = all of it)
+    inpainting_mask_weight: float = Field(1.0, ge=0.0, le=1.0)
     # saving
     samples_save: bool = True
     samples_format: Literal["png", "jpg", "jpeg", "webp"] = "png"
@@ -51,12 +62,59 @@ class Options(BaseModel):
     default_steps: int = Field(20, ge=1, le=150)
     default_cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
 
+    # ---- this app's own settings (not A1111's): limits and performance. Each engineer adding one
+    # puts it in this block; they are accepted by POST /options like A1111's keys.
+    # One UNet call and one VAE decode per image of a batch (slower): batched kernels round
+    # differently, and this keeps image i of a batch pixel-identical to a lone job with its seed.
+    batch_per_image: bool = False
+    # Decoded pixels allowed per input image (init image, mask, png-info), checked from the file's
+    # header before decoding: a tiny PNG can hold a huge canvas. 4096x4096 by default.
+    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64, le=16384 * 16384)
+    # Jobs allowed to wait in line (the running one not counted); past it a new job is refused
+    # (API: 503 with Retry-After) instead of piling up without bound.
+    queue_max_pending: int = Field(64, ge=1, le=10_000)
+    # Largest width*height generated per image; 0 = the device's default (modules/processing/limits.py:
+    # 1024x1024 on a CPU, which takes minutes beyond it; 2048x2048 on CUDA).
+    max_generation_pixels: int = Field(0, ge=0, le=2048 * 2048)
+
+    @classmethod
+    def known_names(cls) -> frozenset[str]:
+        """Every option name GET lists and POST accepts: this app's fields and A1111's options."""
+        return frozenset(cls.model_fields) | frozenset(A1111_DEFAULTS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a1111_options(cls, data: Any) -> Any:
+        """Keep known names only; check and fill A1111's options that are not typed fields."""
+        if not isinstance(data, dict):
+            return data
+        out = {k: v for k, v in data.items() if k in cls.model_fields}
+        errors = []
+        for name, default in A1111_DEFAULTS.items():
+            if name in cls.model_fields:
+                continue
+            if name not in data:
+                out[name] = list(default) if isinstance(default, list) else default
+                continue
+            try:
+                out[name] = coerce_a1111(name, data[name])
+            except ValueError as exc:
+                errors.append(InitErrorDetails(type=PydanticCustomError("value_error", "{msg}", {"msg": str(exc)}),
+                                               loc=(name,), input=data[name]))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return out
+
     def updated(self, changes: dict[str, Any]) -> "Options":
         """A new Options with `changes` applied and validated; unknown names are an error."""
-        unknown = sorted(set(changes) - set(type(self).model_fields))
+        unknown = sorted(set(changes) - type(self).known_names())
         if unknown:
             raise KeyError(f"unknown option(s): {', '.join(unknown)}")
         return type(self).model_validate({**self.model_dump(), **changes})
+
+
+# A1111 options that are stored and listed but change nothing here yet (shown in the Settings tab).
+NO_EFFECT_YET: tuple[str, ...] = tuple(k for k in A1111_DEFAULTS if k not in Options.model_fields)
 
 
 class SettingsStore:

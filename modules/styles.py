@@ -115,6 +115,16 @@ class StyleDatabase:
             self._fresh()
             return name in self._styles
 
+    def split_known(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """(names that exist, names that do not), each in the order given. A1111 skips a style
+        that does not exist instead of failing the job; callers warn about the second list."""
+        with self._lock:
+            self._fresh()
+            known, unknown = [], []
+            for name in names:
+                (known if name in self._styles else unknown).append(name)
+            return known, unknown
+
     def _selected(self, names: Iterable[str]) -> list[PromptStyle]:
         return [self.get(name) for name in names]
 

@@ -16,7 +16,7 @@ from modules.processing import samplers
 from modules.processing.engine import Engine
 from modules.processing.request import (GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode,
                                         ResizeMode, RngSource)
-from modules.settings import SettingsStore
+from modules.settings import Options, SettingsStore
 from tests.tiny_model import FixedProvider, tiny_loaded_model
 
 
@@ -85,14 +85,6 @@ def test_unknown_sampler_lists_valid_names(engine):
     assert "Euler a" in str(err.value) and "DPM++ 2M" in str(err.value)
 
 
-def test_schedule_the_sampler_cannot_use_is_refused_naming_the_valid_ones(engine):
-    with pytest.raises(samplers.UnknownSamplerError) as err:
-        engine.generate(txt2img(sampler_name="Euler a", scheduler="Karras"))
-    message = str(err.value)
-    assert "Karras" in message and "Uniform" in message and "SGM Uniform" in message
-    assert engine.generate(txt2img(sampler_name="Euler a", scheduler="SGM Uniform")).images
-
-
 def test_different_seeds_differ_and_random_seed_is_recorded(engine):
     a = engine.generate(txt2img(seed=1))
     b = engine.generate(txt2img(seed=2))
@@ -103,13 +95,53 @@ def test_different_seeds_differ_and_random_seed_is_recorded(engine):
     assert np.array_equal(px(rnd.images[0]), px(replay.images[0]))
 
 
+@pytest.fixture()
+def per_image_engine(models, tmp_path):
+    """The `batch_per_image` setting on: one UNet call and one VAE decode per image of a batch."""
+    return Engine(models, SettingsStore(None, Options(batch_per_image=True)), Paths(data_dir=tmp_path))
+
+
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DDIM", "DPM++ SDE"])
-def test_batch_image_equals_single_job_with_seed_plus_i(engine, sampler):
+def test_batch_image_equals_single_job_with_seed_plus_i(per_image_engine, sampler):
+    engine = per_image_engine
     batch = engine.generate(txt2img(sampler_name=sampler, seed=100, batch_size=2, batch_count=2))
     assert batch.seeds == [100, 101, 102, 103]
     for i, image in enumerate(batch.images):
         single = engine.generate(txt2img(sampler_name=sampler, seed=100 + i))
         assert np.array_equal(px(image), px(single.images[0])), f"image {i}"
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DDIM", "DPM++ SDE"])
+def test_batched_default_is_close_to_single_jobs(engine, sampler):
+    """Batched kernels round differently, so the default is close to, not equal to, the lone job."""
+    batch = engine.generate(txt2img(sampler_name=sampler, seed=100, batch_size=3))
+    assert batch.seeds == [100, 101, 102]
+    for i, image in enumerate(batch.images):
+        single = engine.generate(txt2img(sampler_name=sampler, seed=100 + i))
+        assert np.abs(px(image) - px(single.images[0])).max() <= 2, f"image {i}"
+
+
+def _count_calls(module, calls: list[int]):
+    """A forward hook on the real module that records the batch size of each call."""
+    return module.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_batch_makes_one_unet_call_per_step_and_one_decode(models, tmp_path, per_image):
+    model = models.default
+    engine = Engine(models, SettingsStore(None, Options(batch_per_image=per_image)), Paths(data_dir=tmp_path))
+    unet_calls, decode_calls = [], []
+    hooks = [_count_calls(model.pipe.unet, unet_calls), _count_calls(model.pipe.vae.decoder, decode_calls)]
+    try:
+        result = engine.generate(txt2img(sampler_name="Euler", steps=3, batch_size=3))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(result.images) == 3
+    if per_image:  # each image's uncond+cond pair, then each image's decode
+        assert unet_calls == [2] * 9 and decode_calls == [1, 1, 1]
+    else:  # uncond+cond of the whole batch in one call per step, one decode
+        assert unet_calls == [6] * 3 and decode_calls == [3]
 
 
 def test_variation_seed(engine):
@@ -189,12 +221,44 @@ def test_img2img_strength_one_ignores_the_input(engine):
     assert not np.array_equal(px(low.images[0]), px(run(picture()).images[0]))
 
 
-@pytest.mark.parametrize("mode", list(ResizeMode))
-def test_img2img_resize_modes(engine, mode):
-    wide = Image.new("RGB", (128, 64), (250, 0, 0))
-    result = engine.generate(GenerationRequest(mode=Mode.IMG2IMG, init_images=(wide,), denoising_strength=0.0,
-                                               resize_mode=mode, width=64, height=64, save_images=False))
-    assert result.images[0].size == (64, 64)
+def marked_gradient(width=128, height=64) -> Image.Image:
+    """Red rises left to right (2 per column), green top to bottom (4 per row); a blue 16x16 mark
+    sits in the top-left corner. Every mode puts a different part of it at a given pixel."""
+    x = np.arange(width)[None, :].repeat(height, 0)
+    y = np.arange(height)[:, None].repeat(width, 1)
+    rgb = np.stack([x * 2, y * 4, np.zeros_like(x)], axis=-1).astype(np.uint8)
+    rgb[:16, :16] = (0, 0, 255)
+    return Image.fromarray(rgb)
+
+
+def test_img2img_resize_modes_place_the_picture_as_a1111(engine):
+    """A 128x64 init image into 64x64 at strength 0 (the resized input comes back as it is)."""
+    source = marked_gradient()
+    out = {}
+    for mode in ResizeMode:
+        result = engine.generate(GenerationRequest(mode=Mode.IMG2IMG, init_images=(source,), denoising_strength=0.0,
+                                                   resize_mode=mode, width=64, height=64, save_images=False))
+        assert result.images[0].size == (64, 64)
+        out[mode] = px(result.images[0])
+    assert set(out) == {ResizeMode.JUST_RESIZE, ResizeMode.CROP_AND_RESIZE, ResizeMode.RESIZE_AND_FILL}
+
+    # just resize: squeezed to half width, all of it kept: the mark is 8x16, red climbs 4 per column
+    squeezed = out[ResizeMode.JUST_RESIZE]
+    assert tuple(squeezed[8, 3]) == pytest.approx((0, 0, 255), abs=12)
+    assert squeezed[8, 12, 2] < 20 and squeezed[24, 3, 2] < 20  # the mark ends at x=8, y=16
+    assert squeezed[40, 50, 0] == pytest.approx(4 * 50 + 1, abs=4) and squeezed[40, 50, 1] == pytest.approx(160, abs=4)
+
+    # crop and resize: already 64 high, so exactly the middle 64 columns; the corner mark is cut off
+    assert np.array_equal(out[ResizeMode.CROP_AND_RESIZE], px(source)[:, 32:96])
+
+    # resize and fill: the whole picture at 64x32 in the middle, its edge rows stretched over the bands
+    filled = out[ResizeMode.RESIZE_AND_FILL]
+    assert tuple(filled[16 + 4, 3]) == pytest.approx((0, 0, 255), abs=12)  # the mark, now 8x8
+    assert filled[16 + 4, 12, 2] < 20 and filled[16 + 12, 3, 2] < 20
+    assert filled[40, 50, 0] == pytest.approx(4 * 50 + 1, abs=4)
+    assert filled[40, 50, 1] == pytest.approx(8 * (40 - 16) + 2, abs=6)
+    assert all(np.array_equal(filled[row], filled[16]) for row in range(16))
+    assert all(np.array_equal(filled[row], filled[47]) for row in range(48, 64))
 
 
 @pytest.mark.parametrize("content", list(MaskedContent))
@@ -289,14 +353,38 @@ def test_saved_outputs_carry_infotext_that_round_trips(models, tmp_path):
 
 
 def test_concurrent_engines_share_nothing(models, tmp_path):
-    """Two threads running jobs at once on one model still reproduce their seeds."""
-    engine = Engine(models, SettingsStore(None), Paths(data_dir=tmp_path))
-    expected = {s: px(engine.generate(txt2img(seed=s)).images[0]) for s in (11, 12)}
-    got = {}
+    """Two engines (each with its own provider and settings) run jobs at the same time, on a model
+    both share and on one each, with the same samplers at different step counts and batch sizes;
+    every image equals the one the same request gives when run alone."""
+    other = FixedProvider(models.default, tiny_loaded_model(seed=3, name="tiny-3"))
+    engine_a = Engine(models, SettingsStore(None), Paths(data_dir=tmp_path / "a"))
+    engine_b = Engine(other, SettingsStore(None), Paths(data_dir=tmp_path / "b"))
+    jobs = {
+        "a": (engine_a, [txt2img(seed=11, sampler_name="Euler a", steps=4, batch_size=2),
+                         txt2img(seed=12, sampler_name="DPM++ 2M", steps=3)]),
+        "b": (engine_b, [txt2img(seed=21, sampler_name="DPM++ 2M", steps=6),
+                         txt2img(seed=22, sampler_name="Euler a", steps=5, checkpoint="tiny-3", batch_size=2)]),
+    }
+    expected = {name: [[px(im) for im in engine.generate(r).images] for r in requests]
+                for name, (engine, requests) in jobs.items()}
+    got: dict[str, list] = {name: [] for name in jobs}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
 
-    def run(seed):
-        got[seed] = px(engine.generate(txt2img(seed=seed)).images[0])
-    threads = [threading.Thread(target=run, args=(s,)) for s in (11, 12)]
+    def run(name):
+        engine, requests = jobs[name]
+        try:
+            start.wait()
+            for _ in range(3):  # several rounds, so the jobs overlap at different steps
+                got[name].append([[px(im) for im in engine.generate(r).images] for r in requests])
+        except BaseException as err:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(err)
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    assert all(np.array_equal(expected[s], got[s]) for s in expected)
+    assert not errors
+    for name in jobs:
+        for round_images in got[name]:
+            for want, have in zip(expected[name], round_images):
+                assert len(want) == len(have)
+                assert all(np.array_equal(w, h) for w, h in zip(want, have)), name

@@ -83,3 +83,21 @@ def test_flags_parse_as_a1111_names_them():
     assert parse_credentials("u:p, v:q:r\nw:") == [("u", "p"), ("v", "q:r"), ("w", "")]
     with pytest.raises(ValueError, match="user:password"):
         parse_credentials("nopassword")
+
+
+def test_startup_log_names_our_share_flag_not_gradios(launched):
+    url, proc = launched()
+    wait_for(url + "/", proc)
+    # The page can answer a moment before launch() returns and the line is printed: read until
+    # the line arrives (or the process ends), then stop the server.
+    output, deadline = "", time.time() + 60
+    while "start with --share." not in output and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output += line
+    proc.terminate()
+    output += proc.communicate(timeout=30)[0]
+    assert f"Running on local URL:  {url}" in output
+    assert "To create a public link, start with --share." in output
+    assert "share=True" not in output and "launch()" not in output

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import gradio as gr
 
-from modules.cmd_args import parse_credentials
+from modules.credentials import ui_credentials
 from modules.styles import StyleDatabase
 from modules.ui_config import UiConfig
 from webui import img2img, paste, png_info, quicksettings, settings_tab, token_counter, toprow, txt2img
-from webui.common import TOOLTIPS, error
+from webui import icons
+from webui.common import error, tooltips
 from webui.env import UiEnv
 
 if TYPE_CHECKING:
@@ -106,11 +107,16 @@ def _wire_send_to(ui: Ui) -> None:
     def image_to_img2img(mode: str):
         component = i2i.init_img if mode == "img2img" else i2i.inpaint_editor
 
-        def send(image, text: str):
+        def send(image, text: str, brush_percent: float):
             if image is None:
                 raise gr.Error("No image to send: generate or select an image first.")
             out = {ui.tabs: gr.Tabs(selected="img2img"), **img2img.switch_to(i2i, mode), **fill(text, i2i_target)}
-            out[component] = image if mode == "img2img" else {"background": image, "layers": [], "composite": image}
+            if mode == "img2img":
+                out[component] = image
+            else:  # the brush sized to this picture, as an upload gets it
+                radius = img2img.brush_radius(image.size, brush_percent or img2img.BRUSH_PERCENT)
+                out[component] = gr.ImageEditor(value={"background": image, "layers": [], "composite": image},
+                                                brush=img2img.mask_brush(radius))
             return out
 
         return send, component
@@ -122,17 +128,17 @@ def _wire_send_to(ui: Ui) -> None:
         for button, mode in ((panel.send_to_img2img, "img2img"), (panel.send_to_inpaint, "inpaint")):
             send, _ = image_to_img2img(mode)
 
-            def from_gallery(shown, selected, send=send):
+            def from_gallery(shown, selected, brush_percent, send=send):
                 if not shown or not shown.items:
                     raise gr.Error("No image to send: generate an image first.")
                 try:
                     image = shown.image(selected)
                 except Exception as exc:
                     raise error(exc)
-                return send(image, shown.infotext(selected))
+                return send(image, shown.infotext(selected), brush_percent)
 
-            button.click(from_gallery, [panel.shown, panel.selected], outputs_i2i, show_progress="hidden",
-                         api_visibility="private")
+            button.click(from_gallery, [panel.shown, panel.selected, i2i.brush_size], outputs_i2i,
+                         show_progress="hidden", api_visibility="private")
 
     # PNG Info → txt2img / img2img / inpaint
     def png_to_txt2img(text: str):
@@ -145,15 +151,15 @@ def _wire_send_to(ui: Ui) -> None:
     for button, mode in ((ui.png_info.send_to_img2img, "img2img"), (ui.png_info.send_to_inpaint, "inpaint")):
         send, _ = image_to_img2img(mode)
 
-        def from_png(path, text, send=send):
+        def from_png(path, text, brush_percent, send=send):
             try:
                 image = png_info.load_image(path)
             except Exception as exc:
                 raise error(exc)
-            return send(image, text)
+            return send(image, text, brush_percent)
 
-        button.click(from_png, [ui.png_info.image, ui.png_info.text], outputs_i2i, show_progress="hidden",
-                     api_visibility="private")
+        button.click(from_png, [ui.png_info.image, ui.png_info.text, i2i.brush_size], outputs_i2i,
+                     show_progress="hidden", api_visibility="private")
 
     # ↙️ in each prompt row: read the prompt box as an infotext, else the last generation
     for tab, target in ((ui.txt2img, t2i_target), (ui.img2img, i2i_target)):
@@ -199,9 +205,10 @@ def _wire_page_load(ui: Ui, demo: gr.Blocks) -> None:
 # serving
 
 
-def head_html(theme: Optional[str] = None) -> str:
+def head_html(theme: Optional[str] = None, tips_by_id: Optional[dict[str, str]] = None) -> str:
+    """Page scripts; `tips_by_id` (elem_id → text) become the tool buttons' titles."""
     script = (ASSETS / "keyboard.js").read_text(encoding="utf-8")
-    tips = json.dumps(TOOLTIPS, ensure_ascii=False).replace("</", "<\\/")
+    tips = json.dumps(tips_by_id or {}, ensure_ascii=False).replace("</", "<\\/")
     parts = [f"<script>window.SD_WEBUI_TOOLTIPS = {tips};</script>", f"<script>{script}</script>"]
     if theme in ("light", "dark"):
         # A1111's --theme: gradio picks light/dark from the __theme URL parameter.
@@ -212,7 +219,7 @@ def head_html(theme: Optional[str] = None) -> str:
 
 
 def css() -> str:
-    return (ASSETS / "style.css").read_text(encoding="utf-8")
+    return (ASSETS / "style.css").read_text(encoding="utf-8") + "\n" + icons.css()
 
 
 def theme() -> gr.themes.Base:
@@ -225,24 +232,25 @@ def theme() -> gr.themes.Base:
 
 
 def gradio_auth(args) -> list[tuple[str, str]]:
-    """--gradio-auth "u:p,u2:p2" plus --gradio-auth-path (a file of such lines)."""
-    creds: list[tuple[str, str]] = []
-    if getattr(args, "gradio_auth", None):
-        creds += parse_credentials(args.gradio_auth)
-    if getattr(args, "gradio_auth_path", None):
-        path = Path(args.gradio_auth_path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SystemExit(f"--gradio-auth-path: cannot read {path}: {exc}") from exc
-        creds += parse_credentials(text)
-    return creds
+    """--gradio-auth "u:p,u2:p2" plus --gradio-auth-path; read in modules/credentials.py, which the
+    API shares (without --api-auth it takes these same credentials)."""
+    return ui_credentials(args)
 
 
 def server_name(args) -> str:
     if getattr(args, "server_name", None):
         return args.server_name
     return "0.0.0.0" if getattr(args, "listen", False) else "127.0.0.1"
+
+
+def startup_message(local_url: str, share_url: Optional[str], share_requested: bool) -> str:
+    """Where the UI is, in the words of our own flags (gradio prints the public URL itself)."""
+    lines = [f"Running on local URL:  {local_url.rstrip('/')}"]
+    if not share_requested:
+        lines.append("To create a public link, start with --share.")
+    elif not share_url:
+        lines.append("--share: no public link could be made (see the message above); the local URL works.")
+    return "\n".join(lines)
 
 
 def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
@@ -275,13 +283,16 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
         auth_message="Please log in to the Stable Diffusion web UI" if auth else None,
         prevent_thread_lock=True,
         show_error=True,
-        quiet=quiet,
+        quiet=True,  # gradio's hints name its own launch() arguments; ours name our flags
         allowed_paths=allowed,
         theme=theme(),
         css=css(),
-        head=head_html(getattr(args, "theme", None)),
+        head=head_html(getattr(args, "theme", None), tooltips(demo)),
         footer_links=[],  # gradio's own API page is not our /sdapi/v1 API
     )
+    if not quiet:
+        print(startup_message(demo.local_url, getattr(demo, "share_url", None),
+                              share_requested=bool(getattr(args, "share", False))), flush=True)
     if on_app is not None:
         on_app(demo.app)
     if block:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 import gradio as gr
 from pydantic import ValidationError
 
+from webui.icons import icon_class
+
 if TYPE_CHECKING:
     from modules.models.registry import ModelRegistry
 
@@ -72,15 +74,22 @@ def error(exc: BaseException) -> gr.Error:
 # widgets
 
 
-def tool_button(symbol: str, tooltip: str, elem_id: Optional[str] = None, visible: bool = True) -> gr.Button:
-    """A small square button with an emoji, like A1111's ToolButton (the tooltip is in title)."""
-    button = gr.Button(symbol, elem_id=elem_id, elem_classes=["tool"], size="sm", min_width=40,
+TOOLTIP_ATTR = "sd_tooltip"  # where a tool button keeps its own tooltip (read by tooltips())
+
+
+def tool_button(symbol: str, tooltip: str, elem_id: str, visible: bool = True) -> gr.Button:
+    """A small square button like A1111's ToolButton, named by its emoji but drawn as an SVG icon
+    (webui/icons.py: no emoji font needed). The page script gives it `tooltip` as its title."""
+    button = gr.Button("", elem_id=elem_id, elem_classes=["tool", icon_class(symbol)], size="sm", min_width=40,
                        scale=0, visible=visible)
-    TOOLTIPS[symbol] = tooltip
+    setattr(button, TOOLTIP_ATTR, tooltip)
     return button
 
 
-TOOLTIPS: dict[str, str] = {}
+def tooltips(demo: gr.Blocks) -> dict[str, str]:
+    """elem_id → tooltip for every tool button in `demo`."""
+    return {block.elem_id: getattr(block, TOOLTIP_ATTR) for block in demo.blocks.values()
+            if getattr(block, TOOLTIP_ATTR, None) and block.elem_id}
 
 
 def escape(text: Any) -> str:

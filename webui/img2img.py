@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from modules import infotext as infotext_mod
+from modules.processing import image_ops
 from modules.processing.request import (GenerationRequest, GenerationResult, InpaintArea, InpaintOptions,
                                         MaskedContent, Mode, ResizeMode)
 from webui import output_panel, params, toprow
@@ -28,7 +29,11 @@ SUBTAB_IDS = {"img2img": "img2img_img2img_tab", "sketch": "img2img_img2img_sketc
               "batch": "img2img_batch_tab"}
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-EDITOR_HEIGHT = 480
+EDITOR_HEIGHT = 480  # the output gallery's height too, so source and result show at one size
+# The inpaint brush's radius as a share of the picture's shorter side: gradio's fixed 25 px
+# covers most of a 64 px picture; 5 % is that same 25 px on a 512 px one.
+BRUSH_PERCENT = 5
+MASK_COLOR = "#ffffff"
 
 
 @dataclass
@@ -49,6 +54,7 @@ class Img2ImgTab:
     init_img: gr.Image
     sketch: gr.ImageEditor
     inpaint_editor: gr.ImageEditor
+    brush_size: gr.Slider
     inpaint_image: gr.Image
     inpaint_mask: gr.Image
     batch_input_dir: gr.Textbox
@@ -83,8 +89,10 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
                     inpaint_editor = gr.ImageEditor(
                         label="Image for inpainting with mask", type="pil", image_mode="RGBA",
                         sources=["upload", "clipboard"], elem_id="img2maskimg", height=EDITOR_HEIGHT,
-                        layers=False, format="png", eraser=gr.Eraser(),
-                        brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"))
+                        layers=False, format="png", eraser=gr.Eraser(), brush=mask_brush())
+                    brush_size = env.component(gr.Slider, TAB, "Brush size (% of the picture's shorter side)",
+                                               minimum=1, maximum=50, step=1, value=BRUSH_PERCENT,
+                                               elem_id="img2img_mask_brush_size")
                 with gr.Tab("Inpaint upload", id=SUBTAB_IDS["inpaint_upload"],
                             elem_id=SUBTAB_IDS["inpaint_upload"]) as t_upload:
                     inpaint_image = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA",
@@ -131,7 +139,7 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
             panel = output_panel.build(env, TAB)
 
     inpaint = InpaintControls(inpaint_group, mask_blur, mask_mode, masked_content, inpaint_area, padding)
-    tab = Img2ImgTab(row, mode, subtabs, init_img, sketch, inpaint_editor, inpaint_image, inpaint_mask,
+    tab = Img2ImgTab(row, mode, subtabs, init_img, sketch, inpaint_editor, brush_size, inpaint_image, inpaint_mask,
                      batch_input_dir, batch_output_dir, batch_mask_dir, resize_mode, inpaint, sampler, size, batch,
                      denoising_strength, seed, panel)
     for name, subtab in zip(MODES, (t_img2img, t_sketch, t_inpaint, t_upload, t_batch)):
@@ -139,7 +147,34 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
                       [mode, inpaint_group], show_progress="hidden", queue=False)
     toprow.wire(env, row, sampler.steps)
     _wire(env, tab, quick)
+    _wire_brush(tab)
     return tab
+
+
+def mask_brush(radius: Optional[int] = None) -> gr.Brush:
+    """The inpaint editor's white mask brush; `radius` in the picture's pixels (None: gradio's 25)."""
+    return gr.Brush(colors=[MASK_COLOR], default_color=MASK_COLOR, color_mode="fixed",
+                    default_size=radius if radius else "auto")
+
+
+def brush_radius(size: tuple[int, int], percent: float) -> int:
+    return max(1, round(min(size) * float(percent) / 100))
+
+
+def _wire_brush(tab: Img2ImgTab) -> None:
+    """Size the brush to the picture when one is uploaded and when the slider moves (a picture
+    sent from a gallery gets its brush with it, in app.py)."""
+
+    def fit(value: Any, percent: float):
+        background, _mask, composite = editor_parts(value)
+        picture = background or composite
+        if picture is None:
+            return gr.skip()
+        return gr.ImageEditor(brush=mask_brush(brush_radius(picture.size, percent or BRUSH_PERCENT)))
+
+    for event in (tab.inpaint_editor.upload, tab.brush_size.change):
+        event(fit, [tab.inpaint_editor, tab.brush_size], tab.inpaint_editor, show_progress="hidden", queue=False,
+              trigger_mode="always_last", api_visibility="private")
 
 
 def switch_to(tab: Img2ImgTab, mode: str) -> dict:
@@ -197,12 +232,31 @@ def _require(image: Optional[Image.Image], what: str) -> Image.Image:
     return image
 
 
+def check_size(image: Optional[Image.Image], label: str, limit: int) -> None:
+    """The API's pixel limit (setting max_image_pixels) for the tab's inputs, with a clear message.
+    gradio has decoded the upload already; this still keeps it out of the job."""
+    if image is None:
+        return
+    try:
+        image_ops.check_pixels(image, limit)
+    except image_ops.ImageTooLargeError as err:
+        raise ValueError(f"{label}: {err}") from None
+
+
 def inpaint_options(values: dict, inpaint: InpaintControls, mask: Image.Image) -> InpaintOptions:
     return InpaintOptions(mask=mask, mask_blur=params.as_int(values[inpaint.mask_blur], 4),
                           masked_content=MaskedContent(values[inpaint.masked_content]),
                           inpaint_area=InpaintArea(values[inpaint.inpaint_area]),
                           only_masked_padding=params.as_int(values[inpaint.padding], 32),
                           invert_mask=values[inpaint.mask_mode] == MASK_MODES[1])
+
+
+def _open_checked(path: Path, limit: int) -> Image.Image:
+    """A batch file, refused from its header (before decoding) when over the pixel limit."""
+    try:
+        return image_ops.open_image(path, limit)
+    except image_ops.ImageTooLargeError as err:
+        raise ValueError(f"Batch: {path.name}: {err}") from None
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -246,31 +300,37 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
         fields.update(denoising_strength=float(values[tab.denoising_strength]),
                       resize_mode=ResizeMode(values[tab.resize_mode]))
         mode = values[tab.mode] or "img2img"
+        limit = env.ctx.settings.get().max_image_pixels
         if mode == "img2img":
             image = _require(values[tab.init_img], "Upload an image in the img2img tab first.")
+            check_size(image, "Image for img2img", limit)
             return [output_panel.JobStep(GenerationRequest(mode=Mode.IMG2IMG, init_images=(flatten(image),),
                                                            **fields))]
         if mode == "sketch":
             background, _mask, composite = editor_parts(values[tab.sketch])
             image = _require(composite or background, "Upload or draw an image in the Sketch tab first.")
+            check_size(image, "Sketch", limit)
             return [output_panel.JobStep(GenerationRequest(mode=Mode.IMG2IMG, init_images=(flatten(image),),
                                                            **fields))]
         if mode == "inpaint":
             background, mask, _composite = editor_parts(values[tab.inpaint_editor])
             background = _require(background, "Upload an image in the Inpaint tab first.")
             mask = _require(mask, "Draw a mask over the part of the image to repaint (Inpaint tab).")
+            check_size(background, "Image for inpainting", limit)
             return [output_panel.JobStep(GenerationRequest(
                 mode=Mode.INPAINT, init_images=(flatten(background),),
                 inpaint=inpaint_options(values, tab.inpaint, mask), **fields))]
         if mode == "inpaint_upload":
             image = _require(values[tab.inpaint_image], "Upload an image in the Inpaint upload tab first.")
             mask = _require(values[tab.inpaint_mask], "Upload a mask image in the Inpaint upload tab.")
+            check_size(image, "Inpaint upload image", limit)
+            check_size(mask, "Inpaint upload mask", limit)
             return [output_panel.JobStep(GenerationRequest(
                 mode=Mode.INPAINT, init_images=(flatten(image),),
                 inpaint=inpaint_options(values, tab.inpaint, mask_from_upload(mask)), **fields))]
-        return batch_plan(values, fields)
+        return batch_plan(values, fields, limit)
 
-    def batch_plan(values: dict, fields: dict) -> list[output_panel.JobStep]:
+    def batch_plan(values: dict, fields: dict, limit: int) -> list[output_panel.JobStep]:
         in_text = (values[tab.batch_input_dir] or "").strip()
         if not in_text:
             raise ValueError("Batch: enter an input directory.")
@@ -286,14 +346,14 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
         files = _list_images(in_dir)
         steps = []
         for n, path in enumerate(files):
-            with Image.open(path) as img:
+            with _open_checked(path, limit) as img:
                 image = flatten(ImageOps.exif_transpose(img))
             extra: dict[str, Any] = {"mode": Mode.IMG2IMG}
             if mask_dir is not None:
                 mask_path = _find_mask(mask_dir, path)
                 if mask_path is None:
                     raise ValueError(f"Batch: no mask named {path.stem}.* in {mask_dir}.")
-                with Image.open(mask_path) as m:
+                with _open_checked(mask_path, limit) as m:
                     mask = mask_from_upload(m.convert("RGBA"))
                 extra = {"mode": Mode.INPAINT, "inpaint": inpaint_options(values, tab.inpaint, mask)}
             request = GenerationRequest(init_images=(image,), save_images=out_dir is None, **extra, **fields)

@@ -3,6 +3,13 @@
 "Apply settings" validates all changes together and saves them atomically through
 SettingsStore.update; nothing is written when one value is invalid. Jobs read the settings when
 they start, so a change applies to the next generation without a restart.
+
+Output folders: as in A1111, the person at the machine may point them anywhere. When the UI is
+reachable from other machines (--listen, --server-name, --share) they must stay inside the data
+folder, as over the API (modules/settings_paths.py).
+
+A1111's options that change nothing here yet are listed at the bottom (they are still stored, so
+A1111 clients can read and write them through /sdapi/v1/options).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import gradio as gr
 from pydantic import ValidationError
 
 from modules.processing.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
-from modules.settings import Options
+from modules.settings import NO_EFFECT_YET, Options
+from modules.settings_paths import escaping_paths
 from webui.common import error, escape, format_validation_error
 from webui.env import UiEnv
 
@@ -29,6 +37,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Paths for saving": ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
                          "outdir_txt2img_grids", "outdir_img2img_grids"),
     "Stable Diffusion": ("sd_checkpoints_limit", "randn_source"),
+    "img2img": ("inpainting_mask_weight",),
     "Live previews": ("live_previews_enable", "show_progress_every_n_steps"),
     "Defaults": ("default_sampler", "default_scheduler", "default_steps", "default_cfg_scale"),
 }
@@ -50,6 +59,7 @@ LABELS = {
     "outdir_img2img_grids": "Output directory for img2img grids",
     "sd_checkpoints_limit": "Maximum number of checkpoints loaded at the same time",
     "randn_source": "Random number generator source",
+    "inpainting_mask_weight": "Inpainting conditioning mask strength (9-channel inpainting models)",
     "live_previews_enable": "Show live previews of the created image",
     "show_progress_every_n_steps": "Live preview display period: show a new preview every N sampling steps (0 = off)",
     "default_sampler": "Default sampling method (new pages)",
@@ -67,6 +77,14 @@ class SettingsTab:
     apply: gr.Button
     reload: gr.Button
     result: gr.HTML
+
+
+class FolderOutsideDataDir(ValueError):
+    """An output folder that leads outside the data folder, set from a UI others can reach."""
+
+
+def reachable_from_other_machines(args: Any) -> bool:
+    return bool(getattr(args, "listen", False) or getattr(args, "server_name", None) or getattr(args, "share", False))
 
 
 def _bounds(name: str) -> tuple[Any, Any]:
@@ -123,6 +141,10 @@ def build(env: UiEnv) -> SettingsTab:
             with gr.Tab(title, elem_id=f"settings_section_{title.split()[0].lower()}"):
                 for name in fields:
                     components[name] = _control(name, getattr(opts, name))
+        with gr.Tab("Not in effect yet", elem_id="settings_section_no_effect"):
+            gr.Markdown("A1111 options that this app stores, and lists in `GET /sdapi/v1/options`, but does not "
+                        "act on yet:\n\n" + ", ".join(f"`{n}`" for n in NO_EFFECT_YET),
+                        elem_id="settings_no_effect_list")
     tab = SettingsTab(components, apply, reload, result)
     _wire(env, tab)
     return tab
@@ -143,6 +165,11 @@ def apply_changes(env: UiEnv, values: dict[str, Any]) -> tuple[list[str], Option
     changes = {n: _coerce(n, v) for n, v in values.items() if _coerce(n, v) != getattr(current, n)}
     if not changes:
         return [], current
+    if reachable_from_other_machines(env.ctx.args):
+        escaping = escaping_paths(changes, env.ctx.paths)
+        if escaping:
+            lines = "\n".join(f"{name}: {why}" for name, why in escaping.items())
+            raise FolderOutsideDataDir("Settings not saved:\n" + lines)
     new = env.ctx.settings.update(changes)
     return sorted(changes), new
 

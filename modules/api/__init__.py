@@ -37,21 +37,25 @@ def _build(ctx: "AppContext"):
 
 def mount_api(app: "FastAPI", ctx: "AppContext") -> "ApiService":
     """Add /sdapi/v1 to an existing app (gradio's). Our routes go first, so no catch-all route of
-    the host app can shadow them; /docs is added when the host app has none."""
+    the host app can shadow them; /docs is added when the host app has none. With auth, the host
+    app's own open schema route is replaced by one behind the same credentials."""
     from modules.api.routes import add_docs_page, add_docs_routes
 
     service, router, auth = _build(ctx)
+    openapi_url = app.openapi_url or "/openapi.json"
+    if auth is not None and app.openapi_url:
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != openapi_url]
+    paths = {getattr(r, "path", None) for r in app.router.routes}
     before = len(app.router.routes)
     app.include_router(router)
+    if "/docs" not in paths:
+        if openapi_url in paths:  # the host app serves its schema (no auth); add the page over it
+            add_docs_page(app, auth, openapi_url)
+        else:
+            add_docs_routes(app, auth, openapi_url)
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[0:0] = added
-    paths = {getattr(r, "path", None) for r in app.router.routes}
-    if "/docs" not in paths:
-        if app.openapi_url:  # the host app serves its schema already; add the page over it
-            add_docs_page(app, auth, app.openapi_url)
-        else:
-            add_docs_routes(app, auth)
     app.openapi_schema = None  # rebuilt with our routes on the next request
     return service
 

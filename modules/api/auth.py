@@ -1,7 +1,9 @@
-"""HTTP Basic auth for the API (`--api-auth user:pass[,user2:pass2]`), and where the API binds.
+"""HTTP Basic auth for the API (`--api-auth user:pass[,user2:pass2]`, else the UI's --gradio-auth
+login), and where the API binds.
 
 With credentials set, every API route (and the docs) answers 401 with `WWW-Authenticate: Basic`
-unless the request carries one of the pairs; passwords are compared in constant time.
+unless the request carries one of the pairs; passwords are compared in constant time. The
+dependency returns the user name, which becomes the owner of the jobs that user submits.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from typing import Callable, Optional, Sequence
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from modules.cmd_args import parse_credentials
+from modules.credentials import api_credentials
 
 _basic = HTTPBasic(auto_error=False, description="--api-auth credentials")
 
 
 def credentials_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
-    text = getattr(args, "api_auth", None)
-    return parse_credentials(text) if text else []
+    """--api-auth, or the UI's login when only that is set (modules/credentials.py decides)."""
+    return api_credentials(args)
 
 
 def make_auth_dependency(credentials: Sequence[tuple[str, str]]) -> Optional[Callable]:
@@ -41,6 +43,17 @@ def make_auth_dependency(credentials: Sequence[tuple[str, str]]) -> Optional[Cal
                             headers={"WWW-Authenticate": "Basic"})
 
     return require_credentials
+
+
+def user_dependency(auth: Optional[Callable]) -> Callable:
+    """A dependency giving the caller's user name, or None when the API has no auth (one local
+    user: every job is everyone's, as in A1111)."""
+    if auth is None:
+        def no_user() -> Optional[str]:
+            return None
+
+        return no_user
+    return auth
 
 
 def bind_host(args: argparse.Namespace) -> str:

@@ -4,11 +4,14 @@ Routes and the service raise plain exceptions (the engine's, the registry's, the
 `ErrorMapper.to_response` turns each into a JSON body shaped like A1111's
 (`{"error": type, "detail": ..., "body": "", "errors": text}`) with the right status:
 
-    422  a field is invalid (names the field), an image does not decode, an unknown script
+    422  a field is invalid (names the field), an image does not decode, an unknown script,
+         a width x height past the device's limit (names both and the setting)
+    400  a body that does not parse (not JSON, or nested too deeply)
     404  unknown sampler / schedule type / model / VAE / task (lists the valid names)
-    503  no usable model at all
+    503  no usable model at all; the job queue is full (with Retry-After)
     409  a task id that is already queued or running
     401  missing or wrong credentials (auth.py raises it)
+    499  the client went away while its job waited or ran (the job was stopped; nobody reads it)
     500  out of memory (readable message; memory is freed so the next request works) and
          anything unexpected (logged with its traceback; the server carries on)
 
@@ -18,18 +21,22 @@ gradio's own routes (when mounted beside the UI) keep their own handling.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException  # FastAPI's HTTPException is a subclass; its own
+                                                # body parsing raises this one
 
-from modules.jobs.queue import UnknownTaskError
+from modules.jobs.queue import DuplicateTaskError, QueueFullError, UnknownTaskError
 from modules.models.errors import ModelError, NoModelError, UnknownModelError
+from modules.processing.limits import SizeLimitError
 from modules.processing.samplers import UnknownSamplerError
 
 log = logging.getLogger(__name__)
@@ -81,8 +88,11 @@ class UnknownScriptError(ApiError):
                          field=field, valid=valid)
 
 
-class TaskConflictError(ApiError):
-    status_code = 409
+class ClientGoneError(ApiError):
+    """The client closed the connection while its job waited or ran; the job was stopped.
+    Nobody reads this answer (499, nginx's "client closed request")."""
+
+    status_code = 499
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,11 +143,22 @@ class ErrorMapper:
 
     def to_response(self, exc: Exception) -> JSONResponse:
         status, body, headers = self._map(exc)
-        return JSONResponse(status_code=status, content=jsonable_encoder(body), headers=headers)
+        return AsciiJSONResponse(status_code=status, content=jsonable_encoder(body), headers=headers)
 
     def _map(self, exc: Exception) -> tuple[int, dict[str, Any], Optional[dict[str, str]]]:
         if isinstance(exc, HTTPException):
-            return exc.status_code, error_body(exc, exc.detail), getattr(exc, "headers", None)
+            detail = exc.detail
+            if isinstance(exc.__cause__, RecursionError):  # json.loads on [[[[... 100,000 deep
+                detail = "the request body is not valid JSON: it is nested too deeply"
+            return exc.status_code, error_body(exc, detail), getattr(exc, "headers", None)
+        if isinstance(exc, SizeLimitError):
+            errors = [{"loc": ("body", name), "msg": str(exc), "type": "size_limit"} for name in exc.fields]
+            return 422, error_body(exc, errors, errors=str(exc), limit=exc.limit), None
+        if isinstance(exc, QueueFullError):
+            return 503, error_body(exc, str(exc), retry_after=exc.retry_after_s), {
+                "Retry-After": str(exc.retry_after_s)}
+        if isinstance(exc, DuplicateTaskError):
+            return 409, error_body(exc, str(exc)), None
         if isinstance(exc, RequestValidationError):
             errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
             return 422, error_body(exc, errors, errors=FieldError(errors).message), None
@@ -168,6 +189,14 @@ class ErrorMapper:
             return 500, error_body(exc, message), None
         log.error("unexpected error in an API request", exc_info=exc)
         return 500, error_body(exc, f"{type(exc).__name__}: {exc}"), None
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error body may quote client text holding a lone surrogate
+    ("a\\ud800b"), which cannot be encoded as UTF-8 but is valid as a JSON escape."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def mapping_route_class(mapper: ErrorMapper) -> type[APIRoute]:

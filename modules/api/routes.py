@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 from modules.api import schemas
+from modules.api.auth import user_dependency
+from modules.api.caller import Caller
 from modules.api.errors import ErrorMapper, mapping_route_class
 from modules.api.service import ApiService
 
@@ -23,17 +25,23 @@ def _task(task_id: Optional[str], id_task: Optional[str]) -> Optional[str]:
 def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callable]) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["sdapi"], dependencies=[Depends(auth)] if auth else [],
                        route_class=mapping_route_class(mapper), default_response_class=JSONResponse)
-    task_q = Query(None, description="A task id (force_task_id); default: the running job")
+    task_q = Query(None, description="A task id (force_task_id); default: the running job "
+                                     "(with auth: the caller's own job)")
     id_task_q = Query(None, description="Same as task_id (the web UI's name)")
+    current_user = user_dependency(auth)  # the auth dependency itself: FastAPI runs it once per request
+    user_dep = Depends(current_user)
+
+    def caller(request: Request, user: Optional[str] = user_dep) -> Caller:
+        return Caller(user=user, is_disconnected=request.is_disconnected)
 
     # ---- generation
     @router.post("/txt2img", response_model=schemas.TextToImageResponse)
-    async def txt2img(body: schemas.Txt2ImgRequest):
-        return await service.txt2img(body)
+    async def txt2img(body: schemas.Txt2ImgRequest, who: Caller = Depends(caller)):
+        return await service.txt2img(body, who)
 
     @router.post("/img2img", response_model=schemas.ImageToImageResponse)
-    async def img2img(body: schemas.Img2ImgRequest):
-        return await service.img2img(body)
+    async def img2img(body: schemas.Img2ImgRequest, who: Caller = Depends(caller)):
+        return await service.img2img(body, who)
 
     @router.post("/png-info", response_model=schemas.PNGInfoResponse)
     def png_info(body: schemas.PNGInfoRequest):
@@ -42,16 +50,17 @@ def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callab
     # ---- progress and control
     @router.get("/progress", response_model=schemas.ProgressResponse)
     def progress(skip_current_image: bool = False, task_id: Optional[str] = task_q,
-                 id_task: Optional[str] = id_task_q):
-        return service.progress(_task(task_id, id_task), skip_current_image)
+                 id_task: Optional[str] = id_task_q, user: Optional[str] = user_dep):
+        return service.progress(_task(task_id, id_task), skip_current_image, user)
 
     @router.post("/interrupt")
-    def interrupt(task_id: Optional[str] = task_q, id_task: Optional[str] = id_task_q):
-        return service.interrupt(_task(task_id, id_task))
+    def interrupt(task_id: Optional[str] = task_q, id_task: Optional[str] = id_task_q,
+                  user: Optional[str] = user_dep):
+        return service.interrupt(_task(task_id, id_task), user)
 
     @router.post("/skip")
-    def skip(task_id: Optional[str] = task_q, id_task: Optional[str] = id_task_q):
-        return service.skip(_task(task_id, id_task))
+    def skip(task_id: Optional[str] = task_q, id_task: Optional[str] = id_task_q, user: Optional[str] = user_dep):
+        return service.skip(_task(task_id, id_task), user)
 
     # ---- settings and flags
     @router.get("/options", response_model=dict[str, Any])

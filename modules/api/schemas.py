@@ -18,6 +18,13 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modules.processing.request import MAX_PROMPT_CHARS
+
+# A task id travels in URLs (?task_id=) and logs: short, and printable ASCII without spaces/quotes
+MAX_TASK_ID_CHARS = 128
+TASK_ID_PATTERN = r"^[A-Za-z0-9_.:()\[\]{}@+=#-]*$"
+MAX_INFOTEXT_CHARS = 4 * MAX_PROMPT_CHARS  # a prompt, a negative prompt and the parameters
+
 # ---------------------------------------------------------------------------------------------
 # generation requests
 
@@ -27,8 +34,8 @@ class _GenerationBase(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    prompt: Optional[str] = ""
-    negative_prompt: Optional[str] = ""
+    prompt: Optional[str] = Field("", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: Optional[str] = Field("", max_length=MAX_PROMPT_CHARS)
     styles: Optional[list[str]] = Field(None, description="Names of styles from styles.csv")
     seed: int = Field(-1, description="-1 = random")
     subseed: int = Field(-1, description="Variation seed; -1 = random")
@@ -49,7 +56,7 @@ class _GenerationBase(BaseModel):
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
     eta: Optional[float] = None
-    denoising_strength: Optional[float] = None
+    denoising_strength: Optional[float] = Field(None, description="txt2img: for hires fix; still checked 0..1")
     s_min_uncond: Optional[float] = None
     s_churn: Optional[float] = None
     s_tmax: Optional[float] = None
@@ -64,8 +71,10 @@ class _GenerationBase(BaseModel):
     disable_extra_networks: bool = False
     firstpass_image: Optional[str] = None
     comments: Optional[dict[str, Any]] = None
-    force_task_id: Optional[str] = Field(None, description="Task id to use; read progress with it")
-    infotext: Optional[str] = Field(None, description="A1111 infotext; fills the fields not sent")
+    force_task_id: Optional[str] = Field(None, max_length=MAX_TASK_ID_CHARS, pattern=TASK_ID_PATTERN,
+                                         description="Task id to use; read progress with it")
+    infotext: Optional[str] = Field(None, max_length=MAX_INFOTEXT_CHARS,
+                                    description="A1111 infotext; fills the fields not sent")
     script_name: Optional[str] = None
     script_args: Optional[list[Any]] = Field(default_factory=list)
     send_images: bool = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as _dt
 import io
 import json
@@ -25,20 +26,24 @@ from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from modules import heap
 from modules import infotext as infotext_mod
 from modules.app_context import AppContext
 from modules.api import schemas
-from modules.api.errors import FieldError, InvalidImageError, TaskConflictError, UnknownScriptError
-from modules.jobs.control import JobState
+from modules.api.caller import LOCAL, Caller
+from modules.api.errors import ClientGoneError, FieldError, InvalidImageError, UnknownScriptError
 from modules.jobs.queue import Job
-from modules.models.errors import UnknownModelError
-from modules.processing import samplers
+from modules.models.errors import ModelError, NoModelError, UnknownModelError
+from modules.processing import image_ops, samplers
 from modules.processing.request import (GenerationRequest, GenerationResult, InpaintArea, InpaintOptions,
                                         MaskedContent, Mode, ResizeMode, RngSource)
 from modules.settings import Options
+from modules.settings_paths import escaping_paths
 from modules.styles import StyleDatabase
 
 log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.5  # how often a waiting request checks that its client is still there
 
 RESIZE_MODES = (ResizeMode.JUST_RESIZE, ResizeMode.CROP_AND_RESIZE, ResizeMode.RESIZE_AND_FILL)
 INPAINTING_FILL = (MaskedContent.FILL, MaskedContent.ORIGINAL, MaskedContent.LATENT_NOISE,
@@ -55,8 +60,9 @@ OVERRIDE_TO_REQUEST = {
 OVERRIDES_FOR_ENCODING = ("samples_format", "jpeg_quality")
 
 # A1111 fields accepted for compatibility that change nothing here yet (reported when set)
-NOT_APPLIED_FIELDS = ("eta", "s_min_uncond", "s_churn", "s_tmax", "s_tmin", "s_noise", "image_cfg_scale",
-                      "initial_noise_multiplier", "refiner_switch_at")
+NOT_APPLIED_FIELDS = ("s_min_uncond", "image_cfg_scale", "initial_noise_multiplier", "refiner_switch_at")
+# A1111's sampler parameters: request fields of the same name (samplers.step_options applies them)
+SAMPLER_PARAM_FIELDS = ("eta", "s_churn", "s_tmin", "s_tmax", "s_noise")
 
 # GenerationRequest field -> the API field a client sent it as (for 422 messages)
 REQUEST_TO_API = {
@@ -84,6 +90,7 @@ INFOTEXT_FIELD_SOURCES = {
     "seed": ("seed",), "width": ("width",), "height": ("height",), "subseed": ("subseed",),
     "subseed_strength": ("subseed_strength",), "seed_resize_from_w": ("seed_resize_from_w",),
     "seed_resize_from_h": ("seed_resize_from_h",), "denoising_strength": ("denoising_strength",),
+    **{name: (name,) for name in SAMPLER_PARAM_FIELDS},
 }
 INFOTEXT_OVERRIDES = {"clip_skip": "CLIP_stop_at_last_layers", "rng_source": "randn_source",
                       "checkpoint": "sd_model_checkpoint", "vae": "sd_vae"}
@@ -101,8 +108,9 @@ CORE_INFOTEXT_KEYS = {"Steps", "Sampler", "CFG scale", "Seed", "Size", "Model ha
 # images in and out
 
 
-def decode_image(data: Any, field: str | Sequence[Any]) -> Image.Image:
-    """A base64 string (plain or a data: URL) -> a loaded PIL image; InvalidImageError (422) otherwise."""
+def decode_image(data: Any, field: str | Sequence[Any], max_pixels: int) -> Image.Image:
+    """A base64 string (plain or a data: URL) -> a loaded PIL image; InvalidImageError (422) otherwise.
+    An image over `max_pixels` is refused from its header, before its pixels are decoded."""
     if not isinstance(data, str) or not data.strip():
         raise InvalidImageError(field, "empty")
     text = data.strip()
@@ -121,14 +129,16 @@ def decode_image(data: Any, field: str | Sequence[Any]) -> Image.Image:
             raw = base64.b64decode(text, altchars=b"-_", validate=True)
         except (binascii.Error, ValueError) as err:
             raise InvalidImageError(field, f"corrupt base64 ({err})") from None
+    del text  # the decoded copy of the base64 text: no longer needed
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except Image.DecompressionBombError as err:
-        raise InvalidImageError(field, f"image too large ({err})") from None
+        return image_ops.open_image(io.BytesIO(raw), max_pixels)
+    except image_ops.ImageTooLargeError as err:
+        raise FieldError.single(field, str(err), "image_too_large") from None
+    except Image.DecompressionBombError as err:  # PIL's own bound, met while reading the header
+        raise FieldError.single(field, f"image too large ({err}); the limit is {max_pixels:,} pixels "
+                                       "(setting max_image_pixels)", "image_too_large") from None
     except Exception as err:  # PIL raises many types for non-images and truncated files
         raise InvalidImageError(field, f"cannot read it as an image ({type(err).__name__}: {err})") from None
-    return image
 
 
 def mask_to_l(mask: Image.Image) -> Image.Image:
@@ -208,23 +218,39 @@ class ApiService:
         self.styles = StyleDatabase(ctx.paths.styles_file)
 
     # =========================================================================== generation
-    async def txt2img(self, body: schemas.Txt2ImgRequest) -> schemas.TextToImageResponse:
+    async def txt2img(self, body: schemas.Txt2ImgRequest, caller: Caller = LOCAL) -> schemas.TextToImageResponse:
         prepared = await run_in_threadpool(self.prepare, body, False)
-        job, result = await self._run(prepared)
+        job, result = await self._run(prepared, caller)
         return await run_in_threadpool(self.respond, body, prepared, job, result, schemas.TextToImageResponse)
 
-    async def img2img(self, body: schemas.Img2ImgRequest) -> schemas.ImageToImageResponse:
-        prepared = await run_in_threadpool(self.prepare, body, True)
-        job, result = await self._run(prepared)
-        return await run_in_threadpool(self.respond, body, prepared, job, result, schemas.ImageToImageResponse)
-
-    async def _run(self, prepared: Prepared) -> tuple[Job, GenerationResult]:
+    async def img2img(self, body: schemas.Img2ImgRequest, caller: Caller = LOCAL) -> schemas.ImageToImageResponse:
+        trim = True  # a refused request may have decoded some of its images already
         try:
-            job = self.ctx.queue.submit(prepared.request, prepared.task_id)  # previews: the queue's setting
-        except ValueError as err:  # the queue refuses a task id that is still queued or running
-            raise TaskConflictError(str(err)) from None
-        result = await asyncio.wrap_future(job.future)
-        return job, result
+            prepared = await run_in_threadpool(self.prepare, body, True)
+            trim = prepared.request.input_pixels >= heap.TRIM_AFTER_PIXELS
+            job, result = await self._run(prepared, caller)
+            return await run_in_threadpool(self.respond, body, prepared, job, result, schemas.ImageToImageResponse)
+        finally:
+            prepared = job = result = None  # drop the decoded images, then give their memory back
+            if trim:  # glibc keeps freed blocks in its arenas: the process would stay at its peak
+                await run_in_threadpool(heap.release_free_memory)
+
+    async def _run(self, prepared: Prepared, caller: Caller) -> tuple[Job, GenerationResult]:
+        """Queue the job (the queue may refuse it: size limit 422, full 503, task id 409) and await
+        it; if the client goes away meanwhile, the job leaves the line or is interrupted."""
+        queue = self.ctx.queue
+        job = queue.submit(prepared.request, prepared.task_id, owner=caller.user)  # previews: the queue's setting
+        job.control.previews_when_watched = True  # rendered only once /progress asks for them
+        waiting = asyncio.wrap_future(job.future)
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return job, waiting.result()
+            if await caller.is_disconnected():
+                queue.cancel(job, "Cancelled: the client disconnected")
+                waiting.cancel()  # the job's own future still resolves (cancelled or interrupted)
+                log.info("client of %s disconnected; job stopped", job.id)
+                raise ClientGoneError(f"the client of {job.id} disconnected; the job was stopped")
 
     # ---------------------------------------------------------------- request -> GenerationRequest
     def prepare(self, body: schemas._GenerationBase, is_img2img: bool) -> Prepared:
@@ -245,11 +271,12 @@ class ApiService:
         sampler = body.sampler_name or body.sampler_index or "Euler"
         fields: dict[str, Any] = dict(
             prompt=body.prompt or "", negative_prompt=body.negative_prompt or "",
-            styles=tuple(self._check_styles(body.styles or [])),
+            styles=tuple(self._known_styles(body.styles or [], warnings)),
             seed=body.seed, subseed=body.subseed, subseed_strength=body.subseed_strength,
             seed_resize_from_w=body.seed_resize_from_w, seed_resize_from_h=body.seed_resize_from_h,
             sampler_name=sampler, scheduler=body.scheduler or samplers.AUTOMATIC,
             steps=body.steps, cfg_scale=body.cfg_scale, width=body.width, height=body.height,
+            **{name: getattr(body, name) for name in SAMPLER_PARAM_FIELDS},
             batch_count=body.n_iter, batch_size=body.batch_size,
             clip_skip=opts.CLIP_stop_at_last_layers, rng_source=RngSource(opts.randn_source),
             checkpoint=_clean_name(overrides.get("sd_model_checkpoint")),
@@ -271,8 +298,10 @@ class ApiService:
                 body, sent, infotext_inpaint, warnings)
             fields["denoising_strength"] = fields.get("denoising_strength", body.denoising_strength)
             fields["resize_mode"] = RESIZE_MODES[body.resize_mode]
-        else:
-            fields.pop("denoising_strength", None)  # only hires fix would use it in txt2img
+        else:  # only hires fix uses it in txt2img, but a value out of 0..1 is still an error
+            fields.pop("denoising_strength", None)
+            if body.denoising_strength is not None:
+                fields["denoising_strength"] = body.denoising_strength
 
         # unknown sampler / schedule names: 404 with the valid names before the job waits in line
         samplers.resolve(fields["sampler_name"], fields["scheduler"])
@@ -323,19 +352,18 @@ class ApiService:
             if str(name).lower() not in lowered:
                 raise UnknownScriptError("alwayson_scripts", str(name), available)
 
-    def _check_styles(self, names: Iterable[str]) -> list[str]:
-        names = [str(n) for n in names]
-        known = self.styles.names()
-        for i, name in enumerate(names):
-            if name not in known:
-                listed = ", ".join(repr(k) for k in known) or "none are defined in styles.csv"
-                raise FieldError.single(("styles", i), f"unknown style {name!r}; styles: {listed}")
-        return names
+    def _known_styles(self, names: Iterable[str], warnings: list[str]) -> list[str]:
+        """As A1111: a style that does not exist is skipped (bots send ["None"]), with a warning."""
+        known, unknown = self.styles.split_known(str(n) for n in names)
+        if unknown:
+            listed = ", ".join(repr(k) for k in self.styles.names()) or "none are defined in styles.csv"
+            warnings.append(f"unknown style(s) ignored: {', '.join(repr(n) for n in unknown)}; styles: {listed}")
+        return known
 
     def _options_with_overrides(self, overrides: dict[str, Any], warnings: list[str]) -> Options:
         """The settings snapshot with this request's override_settings applied (never stored)."""
         opts = self.ctx.settings.get()
-        known = type(opts).model_fields
+        known = type(opts).known_names()
         for key in overrides:
             if key not in known:
                 raise FieldError.single(("override_settings", key),
@@ -386,11 +414,12 @@ class ApiService:
         if not body.init_images:
             raise FieldError.single("init_images", "img2img needs at least one base64 image in init_images",
                                     "missing")
-        images = tuple(decode_image(data, ("init_images", i)).convert("RGB")
+        limit = self.ctx.settings.get().max_image_pixels  # the stored setting: never a per-request override
+        images = tuple(decode_image(data, ("init_images", i), limit).convert("RGB")
                        for i, data in enumerate(body.init_images))
         if _clean_name(body.mask) is None:
             return Mode.IMG2IMG, images, None
-        mask = mask_to_l(decode_image(body.mask, "mask"))
+        mask = mask_to_l(decode_image(body.mask, "mask", limit))
         if body.mask_blur is not None:
             blur = body.mask_blur
         else:
@@ -479,18 +508,22 @@ class ApiService:
         }
 
     # =========================================================================== progress & control
-    def progress(self, task_id: Optional[str], skip_current_image: bool) -> schemas.ProgressResponse:
+    def progress(self, task_id: Optional[str], skip_current_image: bool,
+                 user: Optional[str] = None) -> schemas.ProgressResponse:
+        """A task's progress, or the caller's own job's (with auth, never another user's)."""
         queue = self.ctx.queue
         position = None
         if task_id:
-            job = queue.get(task_id)  # UnknownTaskError -> 404
+            job = queue.get(task_id, user)  # UnknownTaskError -> 404, also for another user's task
             position = queue.position(task_id)
         else:
-            job = queue.current
+            job = queue.own_job(user)
         pending = queue.pending_count
         if job is None:
             return schemas.ProgressResponse(progress=0.0, eta_relative=0.0, state=schemas.ProgressState(),
                                             textinfo=None, queue_pending=pending)
+        if not skip_current_image:
+            job.control.watch_previews()
         snap = job.control.snapshot()
         started = snap.started_at or job.submitted_at
         state = schemas.ProgressState(
@@ -502,24 +535,24 @@ class ApiService:
         image = None
         if snap.preview is not None and not skip_current_image:
             image = encode_image(snap.preview)
-        finished = snap.state in (JobState.DONE, JobState.FAILED)
+        finished = snap.state.finished
         return schemas.ProgressResponse(
             progress=snap.fraction, eta_relative=0.0 if finished else (snap.eta_s or 0.0), state=state,
             current_image=image, textinfo=snap.textinfo or None, task_id=job.id, status=snap.state.value,
             queue_position=position, queue_pending=pending,
         )
 
-    def interrupt(self, task_id: Optional[str]) -> dict:
-        self.ctx.queue.interrupt(task_id or None)
+    def interrupt(self, task_id: Optional[str], user: Optional[str] = None) -> dict:
+        self.ctx.queue.interrupt(task_id or None, user)
         return {}
 
-    def skip(self, task_id: Optional[str]) -> dict:
-        self.ctx.queue.skip(task_id or None)
+    def skip(self, task_id: Optional[str], user: Optional[str] = None) -> dict:
+        self.ctx.queue.skip(task_id or None, user)
         return {}
 
     # =========================================================================== png info
     def png_info(self, body: schemas.PNGInfoRequest) -> schemas.PNGInfoResponse:
-        image = decode_image(body.image, "image")
+        image = decode_image(body.image, "image", self.ctx.settings.get().max_image_pixels)
         text = infotext_mod.read_infotext(image) or ""
         items = {k: v for k, v in image.info.items()
                  if isinstance(k, str) and k != infotext_mod.INFOTEXT_KEY
@@ -534,6 +567,10 @@ class ApiService:
                     parameters[f"{key}-1"], parameters[f"{key}-2"] = size.group(1), size.group(2)
                 else:
                     parameters[key] = value
+        pixels = image.width * image.height
+        del image
+        if pixels >= heap.TRIM_AFTER_PIXELS:  # glibc would keep the freed pixels in its arenas
+            heap.release_free_memory()
         return schemas.PNGInfoResponse(info=text, items=items, parameters=parameters)
 
     # =========================================================================== models
@@ -593,29 +630,63 @@ class ApiService:
 
     # =========================================================================== options & flags
     def get_options(self) -> dict[str, Any]:
-        return self.ctx.settings.get().model_dump()
+        """Every option; `sd_model_checkpoint` is the current model's full title from the first
+        request on (clients pick the current model by it), even before it is loaded."""
+        options = self.ctx.settings.get().model_dump()
+        title = self.registry.current_title()
+        if title:
+            options["sd_model_checkpoint"] = title
+        return options
 
     def set_options(self, changes: dict[str, Any]) -> None:
-        """Validate every change (unknown names 422, unknown model or VAE 404), then store them all."""
+        """Validate every change (unknown names 422, unknown model or VAE 404, folders outside the
+        data folder 422, a checkpoint that cannot load 422), then store them all."""
         if not isinstance(changes, dict):
             raise FieldError.single((), "expected a JSON object of option names and values")
         current = self.ctx.settings.get()
-        unknown = sorted(k for k in changes if k not in type(current).model_fields)
+        unknown = sorted(k for k in changes if k not in type(current).known_names())
         if unknown:
-            raise FieldError([{"loc": ("body", k), "msg": "unknown option", "type": "extra_forbidden"}
-                              for k in unknown])
+            raise FieldError([{"loc": ("body", k), "msg": "unknown option: neither A1111 nor this app has it",
+                               "type": "extra_forbidden"} for k in unknown])
         try:
             current.updated(changes)
         except ValidationError as err:
             raise FieldError([{"loc": ("body", *e["loc"]), "msg": e["msg"].removeprefix("Value error, "),
                                "type": e["type"]} for e in err.errors(include_url=False)]) from None
+        escaping = escaping_paths(changes, self.ctx.paths)
+        if escaping:
+            raise FieldError([{"loc": ("body", k), "msg": why, "type": "path_outside_data_dir"}
+                              for k, why in escaping.items()])
         checkpoint = _clean_name(changes.get("sd_model_checkpoint"))
         if checkpoint is not None:
             self._require_known("checkpoint", checkpoint)
         vae = _clean_name(changes.get("sd_vae"))
         if vae is not None:
             self._require_known("vae", vae)
-        self.ctx.settings.update(changes)  # its listeners switch the model / VAE (app_factory)
+        with self._model_switch(checkpoint):
+            self.ctx.settings.update(changes)  # its listeners switch the VAE and apply limits (app_factory)
+
+    @contextlib.contextmanager
+    def _model_switch(self, checkpoint: Optional[str]):
+        """Load a newly chosen checkpoint before its name is saved: a file that cannot load (a
+        refused pickle, truncated or empty) is a 422 with the reason and changes nothing; if saving
+        fails afterwards, the previous model becomes the default again."""
+        if checkpoint is None or checkpoint == self.registry.current_title():
+            yield
+            return
+        previous = self.registry.current_title()
+        try:
+            self.registry.select(checkpoint)
+        except ModelError as err:
+            if isinstance(err, (UnknownModelError, NoModelError)):
+                raise
+            raise FieldError.single("sd_model_checkpoint", f"cannot use this checkpoint: {err}") from None
+        try:
+            yield
+        except BaseException:
+            if previous:
+                self.registry.select(previous, load=False)
+            raise
 
     def cmd_flags(self) -> dict[str, Any]:
         flags = dict(vars(self.ctx.args))
@@ -638,8 +709,9 @@ class ApiService:
 
     @staticmethod
     def scheduler_items() -> list[schemas.SchedulerItem]:
-        return [schemas.SchedulerItem(name=s.api_name, label=s.name, aliases=None, default_rho=-1,
-                                      need_inner_model=False) for s in samplers.SCHEDULES]
+        return [schemas.SchedulerItem(name=s.api_name, label=s.name, aliases=list(s.aliases) or None,
+                                      default_rho=s.default_rho, need_inner_model=s.need_inner_model)
+                for s in samplers.SCHEDULES]
 
     def prompt_styles(self) -> list[schemas.PromptStyleItem]:
         out = []

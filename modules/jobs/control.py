@@ -20,6 +20,11 @@ class JobState(str, Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # taken out of the line before it ran (its client went away)
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class ProgressSnapshot:
     @property
     def fraction(self) -> float:
         """Progress over the whole job, 0..1, counting finished batches."""
-        if self.state is JobState.DONE or self.state is JobState.FAILED:
+        if self.state.finished:
             return 1.0
         if not self.total_steps or not self.batch_count:
             return 0.0
@@ -64,6 +69,10 @@ class JobControl:
         self._interrupt = threading.Event()
         self._skip = threading.Event()
         self.preview_every = preview_every  # 0 = no live previews
+        # True: render previews only once someone asks for them (API jobs: most clients never poll
+        # /progress, and a preview decode per few steps costs ~10% of a small job)
+        self.previews_when_watched = False
+        self._watched = threading.Event()
 
     # ---- read from other threads
     def snapshot(self) -> ProgressSnapshot:
@@ -95,8 +104,14 @@ class JobControl:
     def skip_requested(self) -> bool:
         return self._skip.is_set()
 
+    def watch_previews(self) -> None:
+        """Someone shows this job's live previews: render them from the next due step on."""
+        self._watched.set()
+
     def wants_preview(self, step: int) -> bool:
-        return self.preview_every > 0 and step % self.preview_every == 0
+        if self.preview_every <= 0 or step % self.preview_every != 0:
+            return False
+        return not self.previews_when_watched or self._watched.is_set()
 
     def start(self, batch_count: int, total_steps: int) -> None:
         now = time.time()
@@ -110,6 +125,11 @@ class JobControl:
         if image is not None:
             fields["preview"] = image
         self._update(**fields)
+
+    def cancel(self, textinfo: str) -> None:
+        """A queued job that will never run."""
+        self._interrupt.set()
+        self._update(state=JobState.CANCELLED, interrupted=True, updated_at=time.time(), textinfo=textinfo)
 
     def finish(self, failed: bool = False, textinfo: str = "") -> None:
         self._update(state=JobState.FAILED if failed else JobState.DONE, updated_at=time.time(),

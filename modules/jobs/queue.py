@@ -2,11 +2,17 @@
 
 A failing job resolves its own future with the exception and the worker moves on, so one bad
 request never stops the others.
+
+Admission happens in `submit`, before a job waits in line, so the UI and the API refuse alike:
+an `admit` check (the size limit, modules/processing/limits.py) and a bound on waiting jobs
+(QueueFullError, the API's 503). Each job records its `owner` (the API user; None = anyone):
+an owner sees and commands only their own jobs, while owner None (no auth) sees them all.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 import uuid
@@ -19,6 +25,7 @@ from modules.jobs.control import JobControl, JobState, ProgressSnapshot
 from modules.processing.request import GenerationRequest, GenerationResult
 
 GenerateFn = Callable[[GenerationRequest, JobControl], GenerationResult]
+AdmitFn = Callable[[GenerationRequest], None]  # raises to refuse a request before it is queued
 
 FINISHED_JOBS_KEPT = 256  # so a client can still read progress/result of a recent task
 
@@ -30,19 +37,40 @@ class Job:
     control: JobControl
     future: Future = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.time)
+    owner: Optional[str] = None  # the user who submitted it; None: no auth, anyone's
+
+    def visible_to(self, owner: Optional[str]) -> bool:
+        """Whether a caller sees this job: everyone without auth, else only its owner."""
+        return owner is None or self.owner == owner
 
     def result(self, timeout: Optional[float] = None) -> GenerationResult:
         return self.future.result(timeout)
 
 
 class UnknownTaskError(KeyError):
-    pass
+    """No such task, or one the caller may not see (the same answer, so ids do not leak)."""
+
+
+class DuplicateTaskError(ValueError):
+    """A task id that is still queued or running."""
+
+
+class QueueFullError(RuntimeError):
+    """The line of waiting jobs is at its bound; try again after `retry_after_s`."""
+
+    def __init__(self, pending: int, limit: int, retry_after_s: int) -> None:
+        self.pending, self.limit, self.retry_after_s = pending, limit, retry_after_s
+        super().__init__(f"the job queue is full ({pending} jobs waiting, the limit is {limit}, setting "
+                         f"queue_max_pending); try again in about {retry_after_s} s")
 
 
 class JobQueue:
-    def __init__(self, generate: GenerateFn, preview_every: int = 0) -> None:
+    def __init__(self, generate: GenerateFn, preview_every: int = 0, max_pending: int = 0,
+                 admit: Optional[AdmitFn] = None) -> None:
         self._generate = generate
         self._preview_every = preview_every
+        self._max_pending = max(0, max_pending)  # 0 = no bound
+        self._admit = admit
         self._lock = threading.Condition()
         self._pending: deque[Job] = deque()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -54,15 +82,20 @@ class JobQueue:
 
     # ---- submitting
     def submit(self, request: GenerationRequest, task_id: Optional[str] = None,
-               preview_every: Optional[int] = None) -> Job:
+               preview_every: Optional[int] = None, owner: Optional[str] = None) -> Job:
+        """Queue a job. Raises the admit check's error, DuplicateTaskError or QueueFullError."""
+        if self._admit is not None:
+            self._admit(request)
         every = self._preview_every if preview_every is None else preview_every
         job = Job(id=task_id or f"task({uuid.uuid4().hex[:15]})", request=request,
-                  control=JobControl(preview_every=every))
+                  control=JobControl(preview_every=every), owner=owner)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the job queue is shut down")
             if job.id in self._jobs and not self._jobs[job.id].future.done():
-                raise ValueError(f"task id {job.id!r} is already queued or running")
+                raise DuplicateTaskError(f"task id {job.id!r} is already queued or running")
+            if self._max_pending and len(self._pending) >= self._max_pending:
+                raise QueueFullError(len(self._pending), self._max_pending, self._retry_after_s())
             self._jobs[job.id] = job
             self._jobs.move_to_end(job.id)
             self._pending.append(job)
@@ -73,12 +106,29 @@ class JobQueue:
         """Submit and wait: for callers that want the result in the same thread."""
         return self.submit(request, task_id).result()
 
+    def _retry_after_s(self) -> int:
+        """A rough wait until a place frees: what the running job has left (under the lock)."""
+        eta = self._current.control.snapshot().eta_s if self._current is not None else None
+        return max(1, math.ceil(eta)) if eta is not None else 5
+
     # ---- reading
-    def get(self, task_id: str) -> Job:
+    def get(self, task_id: str, owner: Optional[str] = None) -> Job:
+        """The task, if `owner` may see it (see Job.visible_to); UnknownTaskError otherwise."""
         with self._lock:
-            if task_id not in self._jobs:
+            job = self._jobs.get(task_id)
+            if job is None or not job.visible_to(owner):
                 raise UnknownTaskError(task_id)
-            return self._jobs[task_id]
+            return job
+
+    def own_job(self, owner: Optional[str] = None) -> Optional[Job]:
+        """What a caller's plain /progress, /interrupt and /skip mean: without an owner (no auth)
+        the running job, as in A1111; for an owner, their running job, else their first waiting one."""
+        with self._lock:
+            if owner is None:
+                return self._current
+            if self._current is not None and self._current.owner == owner:
+                return self._current
+            return next((job for job in self._pending if job.owner == owner), None)
 
     @property
     def current(self) -> Optional[Job]:
@@ -91,10 +141,10 @@ class JobQueue:
             job = self._jobs.get(task_id)
             if job is None:
                 raise UnknownTaskError(task_id)
+            if job.future.done():  # before the worker clears _current: its future resolves first
+                return -1
             if job is self._current:
                 return 0
-            if job.future.done():
-                return -1
             ahead = list(self._pending).index(job)
             return ahead + (1 if self._current is not None else 0)
 
@@ -107,27 +157,43 @@ class JobQueue:
         job = self._target(task_id)
         return job.control.snapshot() if job is not None else None
 
-    def _target(self, task_id: Optional[str]) -> Optional[Job]:
-        """The named task, or the running one when no id is given."""
-        return self.current if task_id is None else self.get(task_id)
+    def _target(self, task_id: Optional[str], owner: Optional[str] = None) -> Optional[Job]:
+        """The named task, or the caller's own job when no id is given (see own_job)."""
+        return self.own_job(owner) if task_id is None else self.get(task_id, owner)
 
     # ---- commands
     def set_preview_every(self, steps: int) -> None:
         """Live-preview interval for jobs submitted from now on (0 = off)."""
         self._preview_every = max(0, steps)
 
-    def interrupt(self, task_id: Optional[str] = None) -> bool:
-        """Interrupt one task (running or queued) or, with no id, the running one."""
-        job = self._target(task_id)
+    def set_max_pending(self, limit: int) -> None:
+        """Bound on waiting jobs for submits from now on (0 = none); jobs already waiting stay."""
+        self._max_pending = max(0, limit)
+
+    def interrupt(self, task_id: Optional[str] = None, owner: Optional[str] = None) -> bool:
+        """Interrupt one task (running or queued) or, with no id, the caller's own job."""
+        job = self._target(task_id, owner)
         if job is not None:
             job.control.interrupt()
         return job is not None
 
-    def skip(self, task_id: Optional[str] = None) -> bool:
-        job = self._target(task_id)
+    def skip(self, task_id: Optional[str] = None, owner: Optional[str] = None) -> bool:
+        job = self._target(task_id, owner)
         if job is not None:
             job.control.skip()
         return job is not None
+
+    def cancel(self, job: Job, reason: str = "Cancelled") -> None:
+        """Stop a job nobody waits for any more: a waiting one leaves the line (its future is
+        cancelled), a running one is interrupted (its future resolves when the engine stops)."""
+        with self._lock:
+            if job in self._pending:
+                self._pending.remove(job)
+                job.control.cancel(reason)
+                job.future.cancel()
+                return
+        if not job.future.done():
+            job.control.interrupt()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         with self._lock:
@@ -167,6 +233,8 @@ class JobQueue:
 
     def _forget_old_jobs(self) -> None:
         finished = [jid for jid, j in self._jobs.items() if j.future.done()]
+        for jid in finished:  # the record of a finished job keeps no input images (megabytes each)
+            self._jobs[jid].request = self._jobs[jid].request.without_pixels()
         for jid in finished[: max(0, len(finished) - FINISHED_JOBS_KEPT)]:
             del self._jobs[jid]
 

@@ -20,6 +20,7 @@ import gc
 import inspect
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ class ModelRegistry:
         self._vae_setting: str = self.options.vae or VAE_AUTOMATIC
         self._offload_owner: Any = None  # the pipeline whose hooks are live under --medvram
         self.warnings: list[str] = []  # from the last load (e.g. a memory mode without effect)
+        self._warned_default: Optional[tuple[Any, str]] = None  # the last "default unusable" logged
 
     # -- listing --------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -102,8 +104,10 @@ class ModelRegistry:
         return self._default_info()
 
     def current_title(self) -> Optional[str]:
+        """The default model's full title ("name [hash]"), before it is loaded too: clients and the
+        UI pick the current model by it (the hash is computed once and cached)."""
         try:
-            return self._default_info().title
+            return self.catalog.ensure_hash(self._default_info()).title
         except NoModelError:
             return None
 
@@ -188,13 +192,13 @@ class ModelRegistry:
     def _default_info(self) -> CheckpointInfo:
         wanted = self._default
         if wanted is not None:
-            try:
-                info = self.catalog.find_checkpoint(str(wanted)) if not isinstance(wanted, Path) else self._by_path(wanted)
-                if info is not None and info.usable:
-                    return info
-                log.warning("default checkpoint %s is not usable; using the first usable one", wanted)
-            except UnknownModelError:
-                log.warning("default checkpoint %s is gone; using the first usable one", wanted)
+            info = self._find_default(wanted)
+            if info is not None and info.usable:
+                return info
+            why = self._why_unusable(wanted, info)
+            if (wanted, why) != self._warned_default:  # once, not at every request
+                self._warned_default = (wanted, why)
+                log.warning("default checkpoint %s cannot be used: %s; using the first usable one", wanted, why)
         info = self.catalog.default_checkpoint()
         if info is None:
             raise NoModelError(
@@ -208,6 +212,31 @@ class ModelRegistry:
             if c.path == path:
                 return c
         return None
+
+    def _find_default(self, wanted: Union[str, Path]) -> Optional[CheckpointInfo]:
+        """The catalog entry for a name, a title or a file path (--ckpt takes all three)."""
+        if isinstance(wanted, Path):
+            return self._by_path(wanted)
+        try:
+            return self.catalog.find_checkpoint(wanted)
+        except UnknownModelError:
+            path = Path(wanted).expanduser()
+            return self._by_path(path.resolve()) if path.exists() else None
+
+    def _why_unusable(self, wanted: Union[str, Path], info: Optional[CheckpointInfo]) -> str:
+        """The real reason a default checkpoint cannot be used (a refused pickle is not "gone")."""
+        if info is not None:
+            return info.reason or "not a usable checkpoint"
+        path = Path(wanted).expanduser()
+        if not path.exists():
+            return f"no such checkpoint in {self.paths.stable_diffusion_dir} or the --ckpt-dir folders"
+        from .file_check import check_model_file
+
+        report = check_model_file(path) if path.is_file() else None
+        if report is not None and not report.usable:
+            return report.reason or "not a usable checkpoint"
+        return (f"the file is outside the model folders; put it in {self.paths.stable_diffusion_dir} "
+                "or pass its folder with --ckpt-dir")
 
     def _entry_for(self, info: CheckpointInfo) -> _Entry:
         key = str(info.path)
@@ -229,6 +258,7 @@ class ModelRegistry:
 
         info = self.catalog.ensure_hash(info)
         log.info("loading %s", info.title)
+        started = time.perf_counter()
         if info.kind == "diffusers":
             built = load_diffusers_folder(info.path, self.options)
         else:
@@ -238,6 +268,7 @@ class ModelRegistry:
         self.warnings = list(built.warnings)
         for w in built.warnings:
             log.warning("%s: %s", info.name, w)
+        log.info("model %s loaded in %.1f s", info.title, time.perf_counter() - started)
         return LoadedModel(
             title=info.title,
             name=info.model_name,

@@ -585,7 +585,7 @@ def load_diffusers_folder(folder: Path, options: ModelOptions, *, device=None, d
     if cls_name not in _ALLOWED_FOLDER_PIPELINES:
         raise UnsupportedModelError(folder, f"pipeline class {cls_name!r} is not a Stable Diffusion pipeline")
     cls = getattr(diffusers, cls_name)
-    kwargs: dict[str, Any] = {"local_files_only": True, "torch_dtype": dtype}
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}  # `torch_dtype` is deprecated
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if "feature_extractor" in index:

@@ -8,6 +8,7 @@ Each step lives in its own module; this file only puts them in order.
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from modules.processing.noise import JobSeeds, NoiseSpec, create_noise, resolve_
 from modules.processing.request import GenerationRequest, GenerationResult, MaskedContent, Mode, Timings
 from modules.processing.sampling import LatentInpaint, SamplingJob, denoise
 from modules.settings import Options, SettingsStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class _BatchInputs:
     inpaint: Optional[LatentInpaint] = None
     prepared: list[image_ops.PreparedInpaint] = field(default_factory=list)
     passthrough: list[Image.Image] = field(default_factory=list)  # img2img at strength 0
+    warnings: list[str] = field(default_factory=list)  # e.g. a mask resized to its image
 
 
 class Engine:
@@ -69,7 +73,6 @@ class Engine:
         t = job_start = time.perf_counter()
 
         choice = samplers.resolve(request.sampler_name, request.scheduler)  # fail fast on bad names
-        samplers.check_supported(choice)  # the scheduler itself is built per batch
         model = self._models.get(request.checkpoint, request.vae)
         t = clock.add("load", t)
 
@@ -81,6 +84,7 @@ class Engine:
                                   scheduler=choice.schedule.name, model_title=model.title)
         if choice.sampler.note:
             result.warnings.append(f"{choice.sampler.name}: {choice.sampler.note}")
+        result.warnings.extend(_step_options(request, choice, options).warnings)
 
         control.start(request.batch_count, request.steps)
         with torch.inference_mode():
@@ -91,7 +95,9 @@ class Engine:
                 lo, hi = batch_index * request.batch_size, (batch_index + 1) * request.batch_size
                 batch_seeds = JobSeeds(seeds.seeds[lo:hi], seeds.subseeds[lo:hi])
                 images = self._run_batch(request, model, choice, encoder, batch_seeds, batch_index,
-                                         width, height, control, clock, result)
+                                         width, height, control, clock, result,
+                                         per_image=options.batch_per_image,
+                                         mask_weight=options.inpainting_mask_weight)
                 t = time.perf_counter()
                 self._finish_images(request, model, choice, images, batch_seeds, width, height, options, result)
                 clock.add("save", t)
@@ -105,18 +111,24 @@ class Engine:
         result.timings = Timings(total_s=time.perf_counter() - job_start, load_s=clock.spent.get("load", 0.0),
                                  encode_s=clock.spent.get("encode", 0.0), sample_s=clock.spent.get("sample", 0.0),
                                  decode_s=clock.spent.get("decode", 0.0), save_s=clock.spent.get("save", 0.0))
+        log.info("%s %dx%d, %d steps, %s (%s): %d image(s) in %.1f s%s", request.mode.value, width, height,
+                 request.steps, choice.sampler.name, choice.schedule.name, len(result.images),
+                 result.timings.total_s, " (interrupted)" if result.interrupted else "")
         return result
 
     # ------------------------------------------------------------------ one batch
     def _run_batch(self, request: GenerationRequest, model: LoadedModel, choice: samplers.SamplerChoice,
                    encoder: PromptEncoder,
                    seeds: JobSeeds, batch_index: int, width: int, height: int, control: JobControl,
-                   clock: _Clock, result: GenerationResult) -> list[Image.Image]:
+                   clock: _Clock, result: GenerationResult, per_image: bool = False,
+                   mask_weight: float = 1.0) -> list[Image.Image]:
         t = time.perf_counter()
         n = len(seeds.seeds)
         cond = ScheduledConditioning(encoder, [request.prompt] * n, request.steps, request.clip_skip)
         uncond = ScheduledConditioning(encoder, [request.negative_prompt] * n, request.steps, request.clip_skip)
-        inputs = self._prepare_inputs(request, model, seeds, batch_index * request.batch_size, width, height)
+        inputs = self._prepare_inputs(request, model, seeds, batch_index * request.batch_size, width, height,
+                                      mask_weight)
+        result.warnings.extend(w for w in dict.fromkeys(inputs.warnings) if w not in result.warnings)
         if inputs.passthrough:
             clock.add("encode", t)
             return inputs.passthrough
@@ -130,12 +142,15 @@ class Engine:
                          source=request.rng_source)
         noise, generators = create_noise(spec, seeds.seeds, seeds.subseeds, model.device)
         start_latents = self._masked_content_start(request, inputs, noise)
-        scheduler = samplers.build_scheduler(choice, model.pipe.scheduler.config, seeds=seeds.seeds)
+        scheduler = samplers.build_scheduler(choice, model.pipe.scheduler.config, seeds=seeds.seeds,
+                                             is_sdxl=model.family.is_xl)
         job = SamplingJob(unet=model.unet, device=model.device, scheduler=scheduler, cond=cond, uncond=uncond,
                           cfg_scale=request.cfg_scale, steps=request.steps, noise=noise, generators=generators,
                           init_latents=inputs.init_latents, start_latents=start_latents,
                           strength=1.0 if request.mode is Mode.TXT2IMG else request.denoising_strength,
-                          inpaint=inputs.inpaint, time_ids=self._time_ids(model, width, height))
+                          inpaint=inputs.inpaint, time_ids=self._time_ids(model, width, height),
+                          unet_per_image=per_image,
+                          step_options=_step_options(request, choice, self._settings.get()).kwargs)
         t = clock.add("encode", t)
 
         def on_step(step: int, total: int, preview_latents) -> None:
@@ -148,14 +163,14 @@ class Engine:
             result.warnings.append(f"batch {batch_index + 1} {what} at step {outcome.steps_done}/{outcome.total_steps}")
         t = clock.add("sample", t)
 
-        decoded = self._decode(model, outcome.latents, result)
+        decoded = self._decode(model, outcome.latents, result, per_image)
         if inputs.prepared:
             decoded = [image_ops.composite_inpaint(img, prep) for img, prep in zip(decoded, inputs.prepared)]
         clock.add("decode", t)
         return decoded
 
     def _prepare_inputs(self, request: GenerationRequest, model: LoadedModel, seeds: JobSeeds,
-                        first_index: int, width: int, height: int) -> _BatchInputs:
+                        first_index: int, width: int, height: int, mask_weight: float = 1.0) -> _BatchInputs:
         n = len(seeds.seeds)
         if request.mode is Mode.TXT2IMG:
             if not model.is_inpainting:
@@ -175,29 +190,31 @@ class Engine:
             init = latent_ops.encode_images(model.vae, latent_ops.pil_to_tensor(resized))
             inpaint = None
             if model.is_inpainting:
-                full = [Image.new("L", (width, height), 255)] * n
-                blank = [Image.new("RGB", (width, height), (127, 127, 127))] * n
-                inpaint = self._latent_inpaint(model, blank, full, blend=False)
+                full = [Image.new("L", (width, height), 255)] * n  # A1111: img2img masks everything
+                inpaint = self._latent_inpaint(model, resized, full, blend=False, mask_weight=mask_weight)
             return _BatchInputs(init_latents=init, inpaint=inpaint)
 
         prepared = [image_ops.prepare_inpaint(img, request.inpaint, width, height, request.resize_mode)
                     for img in sources]
         work = [p.image for p in prepared]
+        notes = [p.warning for p in prepared if p.warning]
         if request.denoising_strength == 0.0:
-            return _BatchInputs(passthrough=[p.original for p in prepared])
+            return _BatchInputs(passthrough=[p.original for p in prepared], warnings=notes)
         init = latent_ops.encode_images(model.vae, latent_ops.pil_to_tensor(work))
         masks = [p.mask for p in prepared]
-        inpaint = self._latent_inpaint(model, work, masks, blend=not model.is_inpainting)
-        return _BatchInputs(init_latents=init, inpaint=inpaint, prepared=prepared)
+        inpaint = self._latent_inpaint(model, work, masks, blend=not model.is_inpainting, mask_weight=mask_weight)
+        return _BatchInputs(init_latents=init, inpaint=inpaint, prepared=prepared, warnings=notes)
 
     def _latent_inpaint(self, model: LoadedModel, images: list[Image.Image], masks: list[Image.Image],
-                        blend: bool) -> LatentInpaint:
+                        blend: bool, mask_weight: float = 1.0) -> LatentInpaint:
         factor = model.vae_scale_factor
         mask = latent_ops.mask_to_tensor(masks)
         latent_mask = torch.nn.functional.interpolate(mask, size=(mask.shape[-2] // factor, mask.shape[-1] // factor))
         masked_latents = None
         if model.is_inpainting:
-            pixels = latent_ops.pil_to_tensor(images) * (mask < 0.5)
+            # A1111's inpainting_mask_weight: the masked part of the picture fades out by this much
+            # (1: hidden, today's and A1111's default; 0: the model sees the whole picture)
+            pixels = latent_ops.pil_to_tensor(images) * (1.0 - mask_weight * (mask >= 0.5))
             masked_latents = latent_ops.encode_images(model.vae, pixels)
         return LatentInpaint(mask=latent_mask.to(model.device), masked_image_latents=masked_latents, blend=blend)
 
@@ -231,11 +248,14 @@ class Engine:
             cond = uncond = [height, width, 0, 0, height, width]
         return torch.tensor([uncond, cond], dtype=torch.float32)
 
-    def _decode(self, model: LoadedModel, latents: torch.Tensor, result: GenerationResult) -> list[Image.Image]:
-        """One image at a time: a batched VAE pass rounds differently from a lone one, and a batch
-        image must equal the lone job with its seed. It also caps the decode's peak memory."""
+    def _decode(self, model: LoadedModel, latents: torch.Tensor, result: GenerationResult,
+                per_image: bool = False) -> list[Image.Image]:
+        """The whole batch in one VAE pass, or (`per_image`, the `batch_per_image` setting) one image
+        at a time: a batched pass rounds differently from a lone one, so only then does image i
+        equal the lone job with its seed; it also caps the decode's peak memory."""
         images = []
-        for one in unscale_latents(model.vae, latents).split(1):
+        scaled = unscale_latents(model.vae, latents)
+        for one in (scaled.split(1) if per_image else (scaled,)):
             outcome = decode_latents(model.vae, one, self._vae_tile_threshold)
             if outcome.warning and outcome.warning not in result.warnings:
                 result.warnings.append(outcome.warning)
@@ -251,7 +271,7 @@ class Engine:
                 prompt=request.prompt, negative_prompt=request.negative_prompt, seed=seed, subseed=subseed,
                 width=width, height=height, sampler_name=choice.sampler.name, scheduler=choice.schedule.name,
                 model_name=model.name, model_hash=model.short_hash, vae_name=model.vae_name,
-                vae_hash=model.vae_hash)
+                vae_hash=model.vae_hash, extra=_step_options(request, choice, options).infotext)
             text = infotext_mod.build_infotext(request, params)
             result.images.append(image)
             result.seeds.append(seed)
@@ -281,6 +301,14 @@ class Engine:
             encoder = PromptEncoder.from_model(model)
             self._encoders[model.pipe] = encoder
         return encoder
+
+
+def _step_options(request: GenerationRequest, choice: samplers.SamplerChoice,
+                  options: Options) -> samplers.StepOptions:
+    params = samplers.SamplerParams(eta=request.eta, s_churn=request.s_churn, s_tmin=request.s_tmin,
+                                    s_tmax=request.s_tmax, s_noise=request.s_noise)
+    return samplers.step_options(choice.sampler, params, eta_ancestral=getattr(options, "eta_ancestral", 1.0),
+                                 eta_ddim=getattr(options, "eta_ddim", 0.0))
 
 
 def _kind(request: GenerationRequest) -> str:

@@ -6,6 +6,7 @@ All functions take and return PIL images; nothing here touches a model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -13,6 +14,48 @@ from PIL import Image, ImageFilter, ImageOps
 from modules.processing.request import InpaintOptions, ResizeMode
 
 RESAMPLE = Image.Resampling.LANCZOS
+
+
+class ImageTooLargeError(ValueError):
+    """An input image has more pixels than the `max_image_pixels` setting allows."""
+
+    def __init__(self, size: tuple[int, int], limit: int) -> None:
+        self.size, self.limit = size, limit
+        super().__init__(f"image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels; the limit is {limit:,} "
+                         "pixels (setting max_image_pixels)")
+
+
+def check_pixels(image: Image.Image, limit: int) -> None:
+    """ImageTooLargeError if the image is over the limit. On a freshly opened file only the header
+    has been read, so this costs nothing and runs before the pixels are decoded."""
+    width, height = image.size
+    if width * height > limit:
+        raise ImageTooLargeError((width, height), limit)
+
+
+def open_image(source: Any, limit: int) -> Image.Image:
+    """A file path or binary stream -> a loaded image, refused from its header when over `limit`."""
+    image = Image.open(source)  # lazy: reads the header only
+    try:
+        check_pixels(image, limit)
+        image.load()
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def fit_mask(mask: Image.Image, size: tuple[int, int], mode: ResizeMode) -> Image.Image:
+    """A mask sized unlike its init image is resized to it, as A1111 does (`images.resize_image`
+    with the job's resize mode, Lanczos), so mask and picture line up before anything else."""
+    return resize_image(mask, size[0], size[1], mode)
+
+
+def mask_size_warning(mask_size: tuple[int, int], image_size: tuple[int, int]) -> Optional[str]:
+    if mask_size == image_size:
+        return None
+    return (f"mask is {mask_size[0]}x{mask_size[1]} but the init image is {image_size[0]}x{image_size[1]}; "
+            "the mask was resized to the image")
 
 
 def resize_image(image: Image.Image, width: int, height: int, mode: ResizeMode) -> Image.Image:
@@ -125,14 +168,18 @@ class PreparedInpaint:
     original: Image.Image  # RGB, the full picture the result is composited back onto
     overlay_alpha: Image.Image  # 'L' at the original size: 0 keeps the original pixel exactly
     crop: CropRegion | None  # set for "Only masked"
+    warning: Optional[str] = None  # e.g. the mask had to be resized to the image
 
 
 def prepare_inpaint(image: Image.Image, options: InpaintOptions, width: int, height: int,
                     resize_mode: ResizeMode) -> PreparedInpaint:
     from modules.processing.request import InpaintArea, MaskedContent
 
+    mask = options.mask
+    if mask.size != image.size:
+        mask = fit_mask(mask, image.size, resize_mode)
     original = resize_image(image.convert("RGB"), width, height, resize_mode)
-    hard = binary_mask(resize_image(options.mask, width, height, resize_mode), options.invert_mask)
+    hard = binary_mask(resize_image(mask, width, height, resize_mode), options.invert_mask)
     blurred = blur_mask(hard, options.mask_blur)
     # Blur softens the seam inside the mask only: outside it the original pixels stay exact.
     alpha = Image.fromarray(np.where(np.asarray(hard) > 0, np.asarray(blurred), 0).astype(np.uint8))
@@ -143,7 +190,8 @@ def prepare_inpaint(image: Image.Image, options: InpaintOptions, width: int, hei
         work_mask = blurred.crop(crop.box).resize((width, height), RESAMPLE)
     if options.masked_content is MaskedContent.FILL:
         work = fill_masked(work, binary_mask(work_mask))
-    return PreparedInpaint(image=work, mask=work_mask, original=original, overlay_alpha=alpha, crop=crop)
+    return PreparedInpaint(image=work, mask=work_mask, original=original, overlay_alpha=alpha, crop=crop,
+                           warning=mask_size_warning(options.mask.size, image.size))
 
 
 def composite_inpaint(result: Image.Image, prepared: PreparedInpaint) -> Image.Image:

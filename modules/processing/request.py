@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 MIN_SIZE, MAX_SIZE, SIZE_STEP = 64, 2048, 8
 MAX_STEPS = 150
+# Generous for real prompts (A1111 prompts rarely pass 10k characters); a megabyte prompt took
+# half a minute and gigabytes to parse and encode. Checked after styles are expanded.
+MAX_PROMPT_CHARS = 32_768
 
 
 class Mode(str, Enum):
@@ -65,8 +68,8 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
 
     mode: Mode = Mode.TXT2IMG
-    prompt: str = ""
-    negative_prompt: str = ""
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     styles: tuple[str, ...] = ()
 
     seed: int = Field(-1, ge=-1, le=2**32 - 1)
@@ -79,6 +82,13 @@ class GenerationRequest(BaseModel):
     sampler_name: str = "DPM++ 2M"
     scheduler: str = "Automatic"
     steps: int = Field(20, ge=1, le=MAX_STEPS)
+    # A1111's sampler parameters, its UI ranges; None = the setting (eta_ancestral / eta_ddim) or
+    # k-diffusion's default (s_churn 0, s_tmin 0, s_tmax 0 = infinity, s_noise 1)
+    eta: Optional[float] = Field(None, ge=0.0, le=1.0)
+    s_churn: Optional[float] = Field(None, ge=0.0, le=100.0)
+    s_tmin: Optional[float] = Field(None, ge=0.0, le=10.0)
+    s_tmax: Optional[float] = Field(None, ge=0.0, le=999.0)
+    s_noise: Optional[float] = Field(None, ge=0.0, le=1.1)
     cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
     width: Optional[int] = None  # None = the active model's native size
     height: Optional[int] = None
@@ -108,6 +118,18 @@ class GenerationRequest(BaseModel):
             )
         return value
 
+    @field_validator("prompt", "negative_prompt", mode="before")
+    @classmethod
+    def _text_is_valid_unicode(cls, value: Any, info) -> Any:
+        # JSON can carry a lone surrogate ("\ud800"); it cannot be tokenized, saved or echoed.
+        try:
+            if isinstance(value, str):
+                value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{info.field_name} holds an invalid character (a lone UTF-16 surrogate, "
+                             f"{value[err.start]!a}) at position {err.start}; send valid Unicode text") from None
+        return value
+
     @model_validator(mode="after")
     def _images_match_mode(self) -> "GenerationRequest":
         if self.mode is Mode.TXT2IMG and (self.init_images or self.inpaint):
@@ -121,6 +143,19 @@ class GenerationRequest(BaseModel):
     @property
     def n_images(self) -> int:
         return self.batch_count * self.batch_size
+
+    @property
+    def input_pixels(self) -> int:
+        """Pixels of the init images and the mask together (what decoding them cost)."""
+        sizes = [img.size for img in self.init_images] + ([self.inpaint.mask.size] if self.inpaint else [])
+        return sum(w * h for w, h in sizes)
+
+    def without_pixels(self) -> "GenerationRequest":
+        """The record a finished job keeps: every setting, but not the input images, which can be
+        tens of megabytes each. Not for running: an inpaint request loses its mask too."""
+        if not self.init_images and self.inpaint is None:
+            return self
+        return self.model_copy(update={"init_images": (), "inpaint": None})
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ interrupt/skip between steps.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -42,9 +42,11 @@ class SamplingJob:
     strength: float = 1.0
     inpaint: Optional[LatentInpaint] = None
     time_ids: Optional[torch.Tensor] = None  # SDXL micro-conditioning, [2, n] (uncond, cond)
-    # One UNet call per image (its uncond+cond pair): batched kernels round differently from lone
+    step_options: dict[str, float] = field(default_factory=dict)  # eta, s_churn, ... (samplers.step_options)
+    # False: one UNet call per step for the whole batch (uncond + cond), the fast default.
+    # True: one call per image (its uncond+cond pair); batched kernels round differently from lone
     # ones, and this keeps image i of a batch pixel-identical to a lone job with its seed.
-    unet_per_image: bool = True
+    unet_per_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,12 @@ def _timesteps(job: SamplingJob, device: torch.device) -> tuple[torch.Tensor, in
     return sched.timesteps[start:], run
 
 
-def _step_kwargs(scheduler, generators: list[torch.Generator]) -> dict:
+def _step_kwargs(scheduler, generators: list[torch.Generator], options: dict[str, float]) -> dict:
     params = inspect.signature(scheduler.step).parameters
-    return {"generator": generators} if "generator" in params else {}
+    kwargs = {k: v for k, v in options.items() if k in params}
+    if "generator" in params:
+        kwargs["generator"] = generators
+    return kwargs
 
 
 def _predict(unet, model_in: torch.Tensor, t, embeds: torch.Tensor, added: Optional[dict],
@@ -111,7 +116,7 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
     latents = latents.to(dtype)
 
     use_cfg = job.cfg_scale != 1.0  # at 1 the guided result equals the conditional one
-    step_kwargs = _step_kwargs(sched, job.generators)
+    step_kwargs = _step_kwargs(sched, job.generators, job.step_options)
     inpaint = job.inpaint
     extra_channels = None
     if inpaint is not None and inpaint.masked_image_latents is not None:

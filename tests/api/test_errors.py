@@ -98,9 +98,9 @@ def test_scripts_are_validated_against_what_exists(client):
     assert client.post("/sdapi/v1/txt2img", json={**FAST, "script_name": "", "alwayson_scripts": {}}).status_code == 200
 
 
-def test_unknown_style_is_422(client):
+def test_unknown_style_is_ignored_with_a_warning(client):  # A1111's behaviour (issue 11, item 12)
     r = client.post("/sdapi/v1/txt2img", json={**FAST, "styles": ["sunny", "gloomy"]})
-    assert r.status_code == 422 and "body.styles.1" in locs(r) and "sunny" in r.text
+    assert r.status_code == 200 and "gloomy" in json.loads(r.json()["info"])["warnings"][0]
 
 
 def test_out_of_memory_is_a_readable_500_and_the_next_request_works(client, monkeypatch):

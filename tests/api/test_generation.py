@@ -104,11 +104,11 @@ def test_infotext_fills_only_unset_fields(client):
 
 
 def test_styles_apply_and_unknown_or_unapplied_fields_are_reported(client):
-    _, info = txt2img(client, seed=1, styles=["sunny"], made_up_field=3, eta=0.5, negative_prompt=None)
+    _, info = txt2img(client, seed=1, styles=["sunny"], made_up_field=3, s_min_uncond=0.5, negative_prompt=None)
     assert info["styles"] == ["sunny"]
     assert info["prompt"] == "a red circle, sunny day" and info["negative_prompt"] == "blurry"
     assert any("made_up_field" in w for w in info["warnings"])
-    assert any("not applied: eta" in w for w in info["warnings"])
+    assert any("not applied: s_min_uncond" in w for w in info["warnings"])
 
 
 def test_save_images_writes_files_only_when_asked(client, ctx):

@@ -147,13 +147,18 @@
 
     document.addEventListener("keydown", onKeyDown);
 
-    // Tooltips for the emoji tool buttons (gradio buttons have no title argument).
+    // Each tool button's own tooltip, by its elem_id (gradio buttons have no title argument); it
+    // is also the accessible name of a button that shows only an icon.
     function addTooltips() {
         const tips = window.SD_WEBUI_TOOLTIPS || {};
-        document.querySelectorAll("button.tool").forEach((b) => {
-            const tip = tips[b.textContent.trim()];
-            if (tip && !b.title) b.title = tip;
-        });
+        for (const id in tips) {
+            const el = document.getElementById(id);
+            const button = el && (el.tagName === "BUTTON" ? el : el.querySelector("button"));
+            if (button && button.title !== tips[id]) {
+                button.title = tips[id];
+                button.setAttribute("aria-label", tips[id]);
+            }
+        }
     }
     new MutationObserver(addTooltips).observe(document.documentElement, { childList: true, subtree: true });
 

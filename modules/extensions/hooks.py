@@ -1,0 +1,147 @@
+"""The typed hook API: how an extension attaches to a generation job.
+
+An extension is a `JobExtension` subclass with its own pydantic `Args` model. The engine runs a job
+through named phases and calls each active extension's hooks between them, in this order:
+
+    process(job)                      once, before anything: may edit job.all_prompts / seeds / request
+    patch_model(job) -> context       entered once after process and ALWAYS exited (error, interrupt)
+    for each batch:
+        before_batch(job, batch)      the batch's prompts, seeds and extra-network tags are known
+        unet_step(job, batch, step)   before every UNet call: may add UNet keyword arguments
+        after_batch(job, batch)       the batch's decoded images are in batch.images
+        postprocess_image(job, img)   per image, may replace img.image and add img.extra_params
+    postprocess(job, result)          once, after all images
+
+Every call goes through `modules.extensions.runner`, which names the extension in any error. A
+hook that raises ends the job cleanly (patches undone, no half-written files); the server keeps
+serving. Nothing here imports torch or gradio: `ui()` imports gradio itself and runs only in webui/.
+
+Infotext: job-wide fields go into `job.extra_params` (A1111's `p.extra_generation_params`),
+per-image ones into `OutputImage.extra_params`; both are written after the core keys.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.processing.job_state import BatchState, JobState
+    from modules.processing.request import GenerationResult
+
+
+class NoArgs(BaseModel):
+    """The Args of an extension that takes none."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass
+class UNetStep:
+    """One UNet call of the denoising loop, as an extension sees it.
+
+    Tensors are the ones about to go into the UNet (CFG-doubled when CFG is on: uncond rows first).
+    A hook adds keyword arguments for the UNet call to `unet_kwargs` (ControlNet:
+    `down_block_additional_residuals`, `mid_block_additional_residual`); where two extensions add
+    the same residual key, the runner sums them.
+    """
+
+    index: int  # 0-based step of this batch's sampling
+    total: int
+    timestep: Any  # torch scalar tensor
+    sample: Any  # [B or 2B, C, h, w] scaled model input
+    encoder_hidden_states: Any
+    cfg: bool  # True when rows are (uncond..., cond...)
+    unet_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputImage:
+    """One finished image on its way to the result and the disk."""
+
+    index: int  # position in the job (0-based)
+    image: "Image.Image"
+    seed: int
+    subseed: int
+    prompt: str
+    negative_prompt: str
+    extra_params: dict[str, Any] = field(default_factory=dict)  # infotext fields for this image only
+
+
+class JobExtension:
+    """Base class for extensions that attach to jobs. Override only the hooks you need.
+
+    `name` is the key of `GenerationRequest.extensions` and, compared without regard to case, of the
+    API's `alwayson_scripts` (A1111 keys it by the script's title, so `title` matches too).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # shown in the UI; "" = name
+    Args: ClassVar[type[BaseModel]] = NoArgs
+    sort_order: ClassVar[int] = 0  # lower runs first; ties keep load order
+    extra_network: ClassVar[str] = ""  # the prompt tag kind it consumes: "lora" for <lora:name:1>
+
+    # ---- identity and arguments
+    @property
+    def label(self) -> str:
+        return self.title or self.name
+
+    def visible(self, is_img2img: bool) -> bool:
+        """Whether the UI shows its controls on the txt2img (False) or img2img (True) tab."""
+        return True
+
+    def args_from_api(self, value: Any) -> BaseModel:
+        """`alwayson_scripts[title]` (A1111 sends {"args": [...]}) -> Args. The default accepts an
+        object of Args fields, {"args": {...}}, or {"args": [...]} in Args field order."""
+        if isinstance(value, dict) and set(value) == {"args"}:
+            value = value["args"]
+        if isinstance(value, (list, tuple)):
+            value = dict(zip(self.Args.model_fields, value))
+        return self.Args.model_validate(value or {})
+
+    def is_enabled(self, args: BaseModel) -> bool:
+        """A job runs the hooks only when this says so (an `enabled: bool` field is the usual rule)."""
+        return bool(getattr(args, "enabled", True))
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        """Gradio components, one per Args field in field order (imported inside; webui/ only)."""
+        return []
+
+    # ---- hooks (see the module docstring for the order)
+    def process(self, job: "JobState", args: BaseModel) -> None:
+        pass
+
+    def patch_model(self, job: "JobState", args: BaseModel) -> Optional[AbstractContextManager]:
+        return None
+
+    def before_batch(self, job: "JobState", batch: "BatchState", args: BaseModel) -> None:
+        pass
+
+    def unet_step(self, job: "JobState", batch: "BatchState", step: UNetStep, args: BaseModel) -> None:
+        pass
+
+    def after_batch(self, job: "JobState", batch: "BatchState", args: BaseModel) -> None:
+        pass
+
+    def postprocess_image(self, job: "JobState", image: OutputImage, args: BaseModel) -> None:
+        pass
+
+    def postprocess(self, job: "JobState", result: "GenerationResult", args: BaseModel) -> None:
+        pass
+
+
+HOOK_NAMES = ("process", "patch_model", "before_batch", "unet_step", "after_batch", "postprocess_image",
+              "postprocess")
+
+
+def overrides(extension: JobExtension, hook: str) -> bool:
+    """True when the extension's class defines `hook` itself (the runner skips the no-op ones)."""
+    return getattr(type(extension), hook) is not getattr(JobExtension, hook)
+
+
+__all__ = ["JobExtension", "NoArgs", "UNetStep", "OutputImage", "HOOK_NAMES", "overrides"]
