@@ -22,7 +22,7 @@ from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 from modules.models.loaded import LoadedModel, ModelFamily
 from modules.paths import EMBEDDED_MODEL_DIR, Paths
 from modules.processing.engine import Engine
-from modules.processing.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.settings import Options, SettingsStore
 
 PROMPT = "a red circle on a blue background"
@@ -49,7 +49,7 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if args.fp16 and device == "cuda" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype, safety_checker=None,
+    pipe = StableDiffusionPipeline.from_pretrained(args.model, dtype=dtype, safety_checker=None,
                                                    requires_safety_checker=False, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
     size = args.size or pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)

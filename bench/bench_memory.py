@@ -18,7 +18,7 @@ from modules.models.options import MemoryMode, ModelOptions
 from modules.models.registry import ModelRegistry
 from modules.paths import Paths
 from modules.processing.engine import Engine
-from modules.processing.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.settings import SettingsStore
 
 

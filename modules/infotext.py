@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from PIL import Image
 
-from modules.processing.request import (
-    GenerationRequest,
-    InpaintArea,
-    MaskedContent,
-    Mode,
-    RngSource,
-)
+from modules.generation.request import GenerationRequest, InpaintArea, MaskedContent, Mode, RngSource
+from modules.generation.result import ImageParams
 
 INFOTEXT_KEY = "parameters"  # the PNG text chunk name A1111 writes and reads
 EXIF_IFD_POINTER = 0x8769
@@ -49,32 +44,6 @@ _INVERT_MASK_MODE = "Inpaint not masked"
 # A1111's infotext keys for the sampler parameters (samplers.step_options writes them)
 _SAMPLER_PARAM_KEYS = {"Eta": "eta", "Eta DDIM": "eta", "Sigma churn": "s_churn", "Sigma tmin": "s_tmin",
                        "Sigma tmax": "s_tmax", "Sigma noise": "s_noise"}
-
-
-@dataclass(frozen=True)
-class ImageParams:
-    """What one image's infotext needs beyond the request: the values resolved for that image.
-
-    `negative_prompt` is after styles; `scheduler` is the resolved schedule name ("Karras", not
-    "Automatic"); `extra` holds extension parameters ("Lora hashes", ...) written after the core
-    keys in insertion order; a value of None drops the key, a key equal to its value is written
-    alone (A1111's flag form). `version` is written last as "Version: ..." when given.
-    """
-
-    prompt: str
-    negative_prompt: str
-    seed: int
-    subseed: int
-    width: int
-    height: int
-    sampler_name: str
-    scheduler: str
-    model_name: Optional[str] = None
-    model_hash: Optional[str] = None  # short hash, as A1111 writes it
-    vae_name: Optional[str] = None
-    vae_hash: Optional[str] = None
-    version: Optional[str] = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

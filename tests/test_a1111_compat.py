@@ -4,6 +4,8 @@ by hand here: prepare, process, one batch, postprocess_image, postprocess)."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +23,8 @@ from modules.extensions.hooks import OutputImage
 from modules.extensions.runner import ExtensionHookError, ExtensionSet
 from modules.jobs.control import JobControl
 from modules.processing.job_state import BatchState, JobState
-from modules.processing.request import GenerationRequest, GenerationResult
+from modules.generation.request import GenerationRequest
+from modules.generation.result import GenerationResult
 from modules.settings import Options, SettingsStore
 from tests.extension_factory import make_extension
 
@@ -176,12 +179,15 @@ def start_job(request: GenerationRequest) -> JobState:
 
 def run_job(extensions: ExtensionSet, job: JobState, requested: dict) -> tuple[JobState, GenerationResult]:
     """Drives the hooks in the engine's order for one batch of solid (10, 20, 30) images."""
-    hooks = extensions.for_request(requested)
+    # only the named scripts: every AlwaysVisible script would join otherwise, the broken ones too
+    asked = {name.lower() for name in requested}
+    hooks = ExtensionSet([e for e in extensions if e.name.lower() in asked]).for_request(requested)
     hooks.process(job)
     size = job.request.batch_size
     batch = BatchState(index=0, first_image=0, seeds=job.all_seeds[:size], subseeds=job.all_subseeds[:size],
                        prompts=job.all_prompts[:size], negative_prompts=job.all_negative_prompts[:size])
     hooks.before_batch(job, batch)
+    hooks.process_batch(job, batch, ExitStack())
     result = job.result
     for i in range(size):
         out = OutputImage(i, Image.new("RGB", (8, 8), (10, 20, 30)), batch.seeds[i], batch.subseeds[i],

@@ -14,8 +14,7 @@ from modules.jobs.control import JobControl
 from modules.paths import Paths
 from modules.processing import samplers
 from modules.processing.engine import Engine
-from modules.processing.request import (GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode,
-                                        ResizeMode, RngSource)
+from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode, RngSource
 from modules.settings import Options, SettingsStore
 from tests.tiny_model import FixedProvider, tiny_loaded_model
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from modules.processing import image_ops
-from modules.processing.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode
+from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode
 from webui import img2img
 
 LIMIT = 4096 * 4096
@@ -83,7 +83,7 @@ def test_a_mask_of_another_size_is_resized_to_its_image(area):
 def test_prompt_length_is_bounded_in_the_one_request_type():
     from pydantic import ValidationError
 
-    from modules.processing.request import MAX_PROMPT_CHARS
+    from modules.generation.request import MAX_PROMPT_CHARS
 
     GenerationRequest(prompt="a" * MAX_PROMPT_CHARS)
     for field in ("prompt", "negative_prompt"):

@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 from modules.processing import image_ops
 from modules.processing.noise import NoiseSpec, create_noise, slerp
-from modules.processing.request import InpaintArea, InpaintOptions, MaskedContent, ResizeMode, RngSource
+from modules.generation.request import InpaintArea, InpaintOptions, MaskedContent, ResizeMode, RngSource
 
 
 def two_halves(w=128, h=64) -> Image.Image:

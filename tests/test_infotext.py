@@ -20,14 +20,7 @@ from modules.infotext import (
     request_fields_from_infotext,
     user_comment_exif,
 )
-from modules.processing.request import (
-    GenerationRequest,
-    InpaintArea,
-    InpaintOptions,
-    MaskedContent,
-    Mode,
-    RngSource,
-)
+from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, RngSource
 
 MASK = Image.new("L", (64, 64), 255)
 INIT = Image.new("RGB", (64, 64))

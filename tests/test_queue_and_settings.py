@@ -11,7 +11,7 @@ from modules.jobs.control import JobState
 from modules.jobs.queue import JobQueue, UnknownTaskError
 from modules.paths import Paths
 from modules.processing.engine import Engine
-from modules.processing.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.settings import Options, SettingsStore
 from tests.tiny_model import FixedProvider, tiny_loaded_model
 

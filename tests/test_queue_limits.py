@@ -11,7 +11,7 @@ from modules.jobs.queue import JobQueue, QueueFullError, UnknownTaskError
 from modules.paths import Paths
 from modules.processing import limits
 from modules.processing.engine import Engine
-from modules.processing.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.settings import SettingsStore
 from tests.tiny_model import FixedProvider, tiny_loaded_model
 

@@ -14,7 +14,7 @@ from modules.paths import Paths
 from modules.processing import samplers, schedules
 from modules.processing.conditioning import PromptEncoder, ScheduledConditioning
 from modules.processing.engine import Engine
-from modules.processing.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.processing.sampling import SamplingJob, denoise
 from modules.processing.scheduler_classes import ScheduleInput, attach_schedule, scheduled_class
 from modules.settings import SettingsStore

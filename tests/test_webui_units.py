@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from modules.jobs.control import JobState, ProgressSnapshot
-from modules.processing.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from modules.ui_config import UiConfig
 
 REPO = Path(__file__).resolve().parents[1]

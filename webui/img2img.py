@@ -15,8 +15,8 @@ from PIL import Image, ImageOps, PngImagePlugin
 
 from modules import infotext as infotext_mod
 from modules.processing import image_ops
-from modules.processing.request import (GenerationRequest, GenerationResult, InpaintArea, InpaintOptions,
-                                        MaskedContent, Mode, ResizeMode)
+from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode
+from modules.generation.result import GenerationResult
 from webui import output_panel, params, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 from modules.jobs.control import JobState, ProgressSnapshot
 from modules.jobs.queue import Job, UnknownTaskError
-from modules.processing.request import GenerationRequest, GenerationResult
+from modules.generation.request import GenerationRequest
+from modules.generation.result import GenerationResult
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext

@@ -22,7 +22,8 @@ import gradio as gr
 from PIL import Image
 
 from modules import infotext as infotext_mod
-from modules.processing.request import GenerationRequest, GenerationResult
+from modules.generation.request import GenerationRequest
+from modules.generation.result import GenerationResult
 from webui import jobs
 from webui.common import error, escape, format_error, tool_button
 from webui.env import UiEnv

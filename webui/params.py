@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from modules.processing.request import MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP
+from modules.generation.request import MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP
 from modules.processing.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 from webui.common import native_size_hint, tool_button
 from webui.env import UiEnv

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from modules.processing.request import GenerationRequest, Mode
+from modules.generation.request import GenerationRequest, Mode
 from webui import output_panel, params, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.processing.request import MAX_PROMPT_CHARS
+from modules.generation.request import MAX_PROMPT_CHARS
 
 # A task id travels in URLs (?task_id=) and logs: short, and printable ASCII without spaces/quotes
 MAX_TASK_ID_CHARS = 128

@@ -35,8 +35,8 @@ from modules.api.errors import ClientGoneError, FieldError, InvalidImageError, U
 from modules.jobs.queue import Job
 from modules.models.errors import ModelError, NoModelError, UnknownModelError
 from modules.processing import image_ops, samplers
-from modules.processing.request import (GenerationRequest, GenerationResult, InpaintArea, InpaintOptions,
-                                        MaskedContent, Mode, ResizeMode, RngSource)
+from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode, RngSource
+from modules.generation.result import GenerationResult
 from modules.settings import Options
 from modules.settings_paths import escaping_paths
 from modules.styles import StyleDatabase

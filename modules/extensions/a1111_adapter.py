@@ -8,8 +8,8 @@ the script's title, so the API's `alwayson_scripts` (keyed by title, any case) f
 Args is `{"args": [...]}`, A1111's positional list; missing trailing values take the defaults of
 the script's ui() components, as A1111's API does.
 
-Hook mapping (A1111 name -> ours): before_process + process -> process; before_process_batch +
-process_batch -> before_batch; postprocess_image -> postprocess_image (pp.image written back);
+Hook mapping (A1111 name -> ours): before_process + process -> process; before_process_batch ->
+before_batch; process_batch -> process_batch; postprocess_image -> postprocess_image (pp.image written back);
 postprocess -> postprocess (with a Processed made from the result). `p` is `a1111_p.Processing`.
 """
 
@@ -36,7 +36,7 @@ from modules.extensions.types import Extension, ExtensionCatalog, ExtensionError
 if TYPE_CHECKING:
     from modules.extensions.runner import ExtensionSet
     from modules.processing.job_state import BatchState, JobState
-    from modules.processing.request import GenerationResult
+    from modules.generation.result import GenerationResult
 
 log = logging.getLogger(__name__)
 _UI_LOCK = threading.Lock()  # gradio's Blocks context is process-wide: build one script UI at a time
@@ -127,6 +127,7 @@ class A1111ScriptExtension(JobExtension):
     where it is always visible (`self.scripts[is_img2img]`), as A1111 does."""
 
     Args = A1111ScriptArgs
+    always_on = True  # AlwaysVisible: runs on every job of its tabs, with its UI defaults unless sent
 
     def __init__(self, title: str, scripts: Mapping[bool, a1111_scripts.Script], extension: str,
                  file: ExtensionFile) -> None:
@@ -207,13 +208,19 @@ class A1111ScriptExtension(JobExtension):
             object.__setattr__(p, "_derive_prompts", False)
         script.process(p, *values)
 
-    def before_batch(self, job: "JobState", batch: "BatchState", args: BaseModel) -> None:
+    def _batch_call(self, job: "JobState", batch: "BatchState", args: BaseModel, method: str) -> None:
         script, values = self._call_args(job, args)
         p = processing_for(job)
         p.set_batch(batch)
-        kwargs = dict(batch_number=batch.index, prompts=batch.prompts, seeds=batch.seeds, subseeds=batch.subseeds)
-        script.before_process_batch(p, *values, **kwargs)
-        script.process_batch(p, *values, **kwargs)
+        getattr(script, method)(p, *values, batch_number=batch.index, prompts=batch.prompts, seeds=batch.seeds,
+                                subseeds=batch.subseeds)
+
+    def before_batch(self, job: "JobState", batch: "BatchState", args: BaseModel) -> None:
+        """A1111's before_process_batch: before extra-network tags are parsed, so it may add some."""
+        self._batch_call(job, batch, args, "before_process_batch")
+
+    def process_batch(self, job: "JobState", batch: "BatchState", args: BaseModel) -> None:
+        self._batch_call(job, batch, args, "process_batch")
 
     def postprocess_image(self, job: "JobState", image: OutputImage, args: BaseModel) -> None:
         from PIL import Image

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from modules.processing.job_state import BatchState, JobState
-    from modules.processing.request import GenerationResult
+    from modules.generation.result import GenerationResult
 
 # A1111's img2img resize_mode is an index into these (ours is an enum of the same names).
 _RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")

@@ -6,7 +6,9 @@ through named phases and calls each active extension's hooks between them, in th
     process(job)                      once, before anything: may edit job.all_prompts / seeds / request
     patch_model(job) -> context       entered once after process and ALWAYS exited (error, interrupt)
     for each batch:
-        before_batch(job, batch)      the batch's prompts, seeds and extra-network tags are known
+        before_batch(job, batch)      may edit batch.prompts (tags such as <lora:x:1> included)
+        process_batch(job, batch)     tags are parsed (batch.extra_networks); may return a context
+                                      that patches the model for this batch only, always exited
         unet_step(job, batch, step)   before every UNet call: may add UNet keyword arguments
         after_batch(job, batch)       the batch's decoded images are in batch.images
         postprocess_image(job, img)   per image, may replace img.image and add img.extra_params
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from modules.processing.job_state import BatchState, JobState
-    from modules.processing.request import GenerationResult
+    from modules.generation.result import GenerationResult
 
 
 class NoArgs(BaseModel):
@@ -85,6 +87,9 @@ class JobExtension:
     Args: ClassVar[type[BaseModel]] = NoArgs
     sort_order: ClassVar[int] = 0  # lower runs first; ties keep load order
     extra_network: ClassVar[str] = ""  # the prompt tag kind it consumes: "lora" for <lora:name:1>
+    # Runs on every job, with default Args when the request does not name it (A1111's
+    # AlwaysVisible scripts; extra-network handlers, whose tags may appear in any prompt).
+    always_on: ClassVar[bool] = False
 
     # ---- identity and arguments
     @property
@@ -108,6 +113,10 @@ class JobExtension:
         """A job runs the hooks only when this says so (an `enabled: bool` field is the usual rule)."""
         return bool(getattr(args, "enabled", True))
 
+    def args_from_infotext(self, params: dict[str, str]) -> Optional[BaseModel]:
+        """Args read back from an infotext's parameters (what `extra_params` wrote); None: not used."""
+        return None
+
     def ui(self, is_img2img: bool) -> list[Any]:
         """Gradio components, one per Args field in field order (imported inside; webui/ only)."""
         return []
@@ -122,6 +131,10 @@ class JobExtension:
     def before_batch(self, job: "JobState", batch: "BatchState", args: BaseModel) -> None:
         pass
 
+    def process_batch(self, job: "JobState", batch: "BatchState",
+                      args: BaseModel) -> Optional[AbstractContextManager]:
+        return None
+
     def unet_step(self, job: "JobState", batch: "BatchState", step: UNetStep, args: BaseModel) -> None:
         pass
 
@@ -135,7 +148,7 @@ class JobExtension:
         pass
 
 
-HOOK_NAMES = ("process", "patch_model", "before_batch", "unet_step", "after_batch", "postprocess_image",
+HOOK_NAMES = ("process", "patch_model", "before_batch", "process_batch", "unet_step", "after_batch", "postprocess_image",
               "postprocess")
 
 

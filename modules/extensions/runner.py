@@ -22,7 +22,7 @@ from modules.extensions.hooks import JobExtension, OutputImage, UNetStep, overri
 
 if TYPE_CHECKING:
     from modules.processing.job_state import BatchState, JobState
-    from modules.processing.request import GenerationResult
+    from modules.generation.result import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,24 @@ class ExtensionSet:
         except ValidationError as err:
             raise ExtensionArgsError(ext.name, err) from None
 
-    def for_request(self, requested: Mapping[str, Any]) -> "JobHooks":
-        active = []
+    @property
+    def extra_network_kinds(self) -> frozenset[str]:
+        """Prompt tag kinds some loaded extension handles (others are reported as unknown)."""
+        return frozenset(e.extra_network for e in self._ordered if e.extra_network)
+
+    def for_request(self, requested: Mapping[str, Any], is_img2img: bool = False) -> "JobHooks":
+        """The job's extensions: those the request names (enabled by their Args) and the always-on
+        ones of that tab it does not name, with default Args (A1111 runs every AlwaysVisible script
+        on every job)."""
+        chosen: dict[str, BaseModel] = {}
         for name, value in requested.items():
             canonical, args = self.parse_args(name, value)
-            ext = self.get(canonical)
-            if ext.is_enabled(args):
-                active.append(ActiveExtension(ext, args))
+            chosen[canonical] = args
+        for ext in self._ordered:
+            if ext.always_on and ext.name not in chosen and ext.visible(is_img2img):
+                chosen[ext.name] = self.parse_args(ext.name, None)[1]
+        active = [ActiveExtension(self.get(name), args) for name, args in chosen.items()
+                  if self.get(name).is_enabled(args)]
         order = {id(e): i for i, e in enumerate(self._ordered)}
         active.sort(key=lambda a: (a.extension.sort_order, order[id(a.extension)]))
         return JobHooks(active)
@@ -165,6 +176,17 @@ class JobHooks:
     def before_batch(self, job: "JobState", batch: "BatchState") -> None:
         for item in self._each("before_batch"):
             self._call(item, "before_batch", job, batch)
+
+    def process_batch(self, job: "JobState", batch: "BatchState", stack: ExitStack) -> None:
+        """Call every process_batch hook; per-batch patches they return go on `stack`."""
+        for item in self._each("process_batch"):
+            patch = self._call(item, "process_batch", job, batch)
+            if patch is None:
+                continue
+            try:
+                stack.enter_context(patch)
+            except Exception as exc:  # noqa: BLE001
+                raise ExtensionHookError(item.name, "process_batch", exc) from exc
 
     @property
     def wants_unet_steps(self) -> bool:

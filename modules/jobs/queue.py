@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from modules.jobs.control import JobControl, JobState, ProgressSnapshot
-from modules.processing.request import GenerationRequest, GenerationResult
+from modules.generation.request import GenerationRequest
+from modules.generation.result import GenerationResult
 
 GenerateFn = Callable[[GenerationRequest, JobControl], GenerationResult]
 AdmitFn = Callable[[GenerationRequest], None]  # raises to refuse a request before it is queued

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from modules.processing.request import InpaintOptions, ResizeMode
+from modules.generation.request import InpaintOptions, ResizeMode
 
 RESAMPLE = Image.Resampling.LANCZOS
 
@@ -173,7 +173,7 @@ class PreparedInpaint:
 
 def prepare_inpaint(image: Image.Image, options: InpaintOptions, width: int, height: int,
                     resize_mode: ResizeMode) -> PreparedInpaint:
-    from modules.processing.request import InpaintArea, MaskedContent
+    from modules.generation.request import InpaintArea, MaskedContent
 
     mask = options.mask
     if mask.size != image.size:

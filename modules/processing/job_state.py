@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from modules.models.loaded import LoadedModel
     from modules.processing.conditioning import ScheduledConditioning
     from modules.processing.extra_networks import ExtraNetworkCall
-    from modules.processing.request import GenerationRequest, GenerationResult
+    from modules.generation.request import GenerationRequest
+    from modules.generation.result import GenerationResult
     from modules.processing.samplers import SamplerChoice
     from modules.settings import Options
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from modules.processing.request import MAX_SIZE, GenerationRequest
+from modules.generation.request import MAX_SIZE, GenerationRequest
 
 SETTING = "max_generation_pixels"
 CPU_MAX_PIXELS = 1024 * 1024  # about a minute per image at 20 steps on SD 1.x; 4x that takes many

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modules.processing.request import GenerationRequest, RngSource
+from modules.generation.request import GenerationRequest, RngSource
 
 MAX_SEED = 2**32 - 1
 

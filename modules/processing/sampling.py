@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
+from modules.extensions.hooks import UNetStep
 from modules.processing.conditioning import ScheduledConditioning, ScheduledPair
 
 
@@ -47,6 +48,9 @@ class SamplingJob:
     # True: one call per image (its uncond+cond pair); batched kernels round differently from lone
     # ones, and this keeps image i of a batch pixel-identical to a lone job with its seed.
     unet_per_image: bool = False
+    # Extensions' per-step UNet inputs (ControlNet residuals): called before every UNet call with
+    # the call's inputs, returns extra UNet keyword arguments (rows match `sample`).
+    unet_step: Optional[Callable[[UNetStep], dict]] = None
 
 
 @dataclass(frozen=True)
@@ -82,18 +86,31 @@ def _step_kwargs(scheduler, generators: list[torch.Generator], options: dict[str
     return kwargs
 
 
+def _rows(value, idx: torch.Tensor):
+    """Rows `idx` of a UNet keyword argument: a tensor, or a list/tuple/dict of tensors."""
+    if isinstance(value, torch.Tensor):
+        return value[idx]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rows(v, idx) for v in value)
+    if isinstance(value, dict):
+        return {k: _rows(v, idx) for k, v in value.items()}
+    return value
+
+
 def _predict(unet, model_in: torch.Tensor, t, embeds: torch.Tensor, added: Optional[dict],
-             groups: int) -> torch.Tensor:
+             groups: int, extra: Optional[dict] = None) -> torch.Tensor:
     """UNet noise prediction, optionally in `groups` calls of one image each (rows i, B+i, ...)."""
+    extra = extra or {}
     if groups == 1:
-        return unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+        return unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False,
+                    **extra)[0]
     rows = model_in.shape[0]
     parts = []
     for i in range(groups):
         idx = torch.arange(i, rows, groups, device=model_in.device)
         sub_added = {k: v[idx] for k, v in added.items()} if added else None
         parts.append(unet(model_in[idx], t, encoder_hidden_states=embeds[idx], added_cond_kwargs=sub_added,
-                          return_dict=False)[0])
+                          return_dict=False, **_rows(extra, idx))[0])
     out = parts[0].new_empty((rows, *parts[0].shape[1:]))
     for i, part in enumerate(parts):
         out[i::groups] = part
@@ -145,9 +162,14 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
             added = {"text_embeds": context.pooled.to(device, dtype),
                      "time_ids": ids.repeat_interleave(batch, dim=0).to(device, dtype)}
 
-        # 3. predict the noise and guide it
-        pred = _predict(unet, model_in, t, context.embeds.to(device, dtype), added,
-                        groups=batch if job.unet_per_image and batch > 1 else 1)
+        # 3. extensions' extra UNet inputs, then predict the noise and guide it
+        embeds = context.embeds.to(device, dtype)
+        extra = None
+        if job.unet_step is not None:
+            extra = job.unet_step(UNetStep(index=i, total=total, timestep=t, sample=model_in,
+                                           encoder_hidden_states=embeds, cfg=use_cfg))
+        pred = _predict(unet, model_in, t, embeds, added, groups=batch if job.unet_per_image and batch > 1 else 1,
+                        extra=extra)
         if use_cfg:
             pred_uncond, pred_cond = pred.chunk(2)
             pred = pred_uncond + job.cfg_scale * (pred_cond - pred_uncond)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from modules.processing.request import MAX_PROMPT_CHARS
+from modules.generation.request import MAX_PROMPT_CHARS
 from tests.api.helpers import b64_png, decode, picture, wait_for
 
 FAST = {"prompt": "x", "steps": 3, "sampler_name": "Euler a", "seed": 4}

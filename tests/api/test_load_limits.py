@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from modules.processing.limits import CPU_MAX_PIXELS, SizeLimitError
-from modules.processing.request import GenerationRequest
+from modules.generation.request import GenerationRequest
 from tests.api.helpers import wait_for
 
 LONG = {"prompt": "slow", "steps": 40, "n_iter": 6, "sampler_name": "Euler", "send_images": False}

@@ -151,7 +151,7 @@ def test_lone_surrogate_is_422_naming_the_field(client, field):
 def test_every_front_end_gets_a_clear_message_for_a_lone_surrogate(field):
     from pydantic import ValidationError
 
-    from modules.processing.request import GenerationRequest
+    from modules.generation.request import GenerationRequest
 
     with pytest.raises(ValidationError) as caught:
         GenerationRequest(**{field: "a\ud800b"})

@@ -103,7 +103,7 @@ def test_inpaint_with_uploaded_mask(page, tmp_path):
 
 
 def test_png_info_reads_output_and_sends_to_txt2img(page, server, tmp_path):
-    from modules.processing.request import GenerationRequest
+    from modules.generation.request import GenerationRequest
 
     result = server.ctx.queue.run(GenerationRequest(
         prompt="a tiny house, (night:1.2)", negative_prompt="daylight, people", seed=4242, steps=5,

@@ -12,7 +12,7 @@ from modules.models.options import ModelOptions
 from modules.models.registry import ModelRegistry
 from modules.paths import EMBEDDED_MODEL_DIR, Paths
 from modules.processing.engine import Engine
-from modules.processing.request import GenerationRequest, InpaintOptions, Mode
+from modules.generation.request import GenerationRequest, InpaintOptions, Mode
 from modules.settings import SettingsStore
 
 SAMPLER = "Euler a"

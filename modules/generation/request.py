@@ -1,4 +1,4 @@
-"""The one typed request every front end (UI, API, scripts) builds, and the result it gets back.
+"""The one typed request every front end (UI, API, scripts) builds.
 
 Field names follow A1111's processing objects where they exist, so the API layer maps its JSON
 onto them one to one. Validation lives here so every front end reports the same errors.
@@ -6,7 +6,6 @@ onto them one to one. Validation lives here so every front end reports the same 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
@@ -156,40 +155,3 @@ class GenerationRequest(BaseModel):
         if not self.init_images and self.inpaint is None:
             return self
         return self.model_copy(update={"init_images": (), "inpaint": None})
-
-
-@dataclass(frozen=True)
-class Timings:
-    total_s: float = 0.0
-    load_s: float = 0.0
-    encode_s: float = 0.0
-    sample_s: float = 0.0
-    decode_s: float = 0.0
-    save_s: float = 0.0
-
-
-@dataclass
-class GenerationResult:
-    """Images in job order, each with the seed and the infotext that reproduces it."""
-
-    images: list[Image.Image] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    subseeds: list[int] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
-    negative_prompts: list[str] = field(default_factory=list)
-    infotexts: list[str] = field(default_factory=list)
-    saved_paths: list[str] = field(default_factory=list)
-    grid: Optional[Image.Image] = None
-    grid_path: Optional[str] = None
-    width: int = 0
-    height: int = 0
-    sampler_name: str = ""
-    scheduler: str = ""
-    model_title: str = ""
-    warnings: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    timings: Timings = field(default_factory=Timings)
-
-    @property
-    def seed(self) -> int:
-        return self.seeds[0] if self.seeds else -1
