@@ -11,13 +11,15 @@ from typing import Optional, Sequence
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from modules.cmd_args import parse_args
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    from modules.app_factory import create_context
+    # extensions' preload.py may add flags, so they are found before the flags are parsed
+    from modules.extensions.preload import parse_args_with_extensions
 
-    ctx = create_context(args)
+    args, preloaded = parse_args_with_extensions(argv)
+    from modules.app_factory import create_context
+    from modules.extensions.startup import app_started
+
+    ctx = create_context(args, preloaded=preloaded)
     if args.nowebui:
         from modules.api.server import serve_api
 
@@ -33,7 +35,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         # importing the API first keeps that gap to a moment.
         from modules.api import mount_api
         import modules.api.routes  # noqa: F401
-    launch_ui(ctx, block=True, on_app=add_api if args.api else None)
+    demo = launch_ui(ctx, on_app=add_api if args.api else None, allow_restart=True)
+    app_started(demo, demo.app)  # A1111's on_app_started: after the API joined the app
+    demo.block_thread()
 
 
 if __name__ == "__main__":

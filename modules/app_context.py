@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from modules.extensions.startup import LoadedExtensions
 from modules.jobs.queue import JobQueue
 from modules.paths import Paths
 from modules.settings import SettingsStore
@@ -21,3 +22,6 @@ class AppContext:
     settings: SettingsStore
     registry: "ModelRegistry"
     queue: JobQueue
+    # What the extension loader found (catalog, with errors), the A1111 scripts, and the one
+    # ExtensionSet the engine runs jobs with (the API maps alwayson_scripts onto it).
+    extensions: LoadedExtensions = field(default_factory=LoadedExtensions)

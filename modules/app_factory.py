@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Optional
 
 from modules.app_context import AppContext
+from modules.extensions.types import ExtensionCatalog
 from modules.jobs.queue import JobQueue
-from modules.paths import Paths
+from modules.paths import EXTENSIONS_BUILTIN_DIR, Paths
 from modules.settings import Options, SettingsStore
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,11 @@ def build_settings(args: argparse.Namespace, paths: Paths) -> SettingsStore:
     return SettingsStore(path)
 
 
-def create_context(args: argparse.Namespace) -> AppContext:
+def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCatalog] = None,
+                   builtin_extensions_dir: Optional[Path] = EXTENSIONS_BUILTIN_DIR) -> AppContext:
+    """`preloaded`: the catalog `preload.parse_args_with_extensions` ran preload.py on (its errors
+    are listed with the rest)."""
+    from modules.extensions.startup import image_saved_observer, load_extensions
     from modules.models.options import ModelOptions, resolve_device
     from modules.models.registry import ModelRegistry
     from modules.processing.engine import Engine
@@ -44,14 +50,17 @@ def create_context(args: argparse.Namespace) -> AppContext:
         default_checkpoint=args.ckpt or options.sd_model_checkpoint or None,
     )
     registry = ModelRegistry(paths, model_options)
-    engine = Engine(registry, settings, paths, vae_tile_threshold=model_options.vae_tile_threshold)
+    extensions = load_extensions(paths, settings, args, preloaded=preloaded, builtin_dir=builtin_extensions_dir)
+    engine = Engine(registry, settings, paths, vae_tile_threshold=model_options.vae_tile_threshold,
+                    extensions=extensions.extension_set, on_image_saved=image_saved_observer())
     preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
     size_check = request_size_check(lambda: settings.get().max_generation_pixels,
                                     resolve_device(model_options).type)
     queue = JobQueue(engine.generate, preview_every=preview_every, max_pending=options.queue_max_pending,
                      admit=size_check)
     settings.on_change(lambda old, new: apply_model_settings(registry, queue, old, new))
-    return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue)
+    return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue,
+                      extensions=extensions)
 
 
 def apply_model_settings(registry, queue: JobQueue, old: Options, new: Options) -> None:

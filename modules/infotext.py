@@ -81,8 +81,10 @@ def quote(value: str) -> str:
     return value
 
 
-def _generation_params(request: GenerationRequest, image: ImageParams) -> dict[str, Any]:
-    """The parameters line as an ordered dict, A1111's key order; None values are left out."""
+def generation_params(request: GenerationRequest, image: ImageParams) -> dict[str, Any]:
+    """The parameters line as an ordered dict of typed values, A1111's key order; None values are
+    left out. What the infotext renders, for readers that need values, not text (file name
+    patterns, the API's extra_generation_params): they never parse the text back."""
     uses_variation = request.subseed_strength != 0
     uses_init_image = request.mode in (Mode.IMG2IMG, Mode.INPAINT)
     params: dict[str, Any] = {
@@ -132,7 +134,7 @@ def _generation_params(request: GenerationRequest, image: ImageParams) -> dict[s
 def build_infotext(request: GenerationRequest, image: ImageParams) -> str:
     """The A1111 infotext for one image of `request`."""
     pairs = []
-    for key, value in _generation_params(request, image).items():
+    for key, value in generation_params(request, image).items():
         text = format_number(value)
         pairs.append(key if text == key else f"{key}: {quote(text)}")
     negative = f"\n{_NEGATIVE_PREFIX} {image.negative_prompt}" if image.negative_prompt else ""

@@ -8,14 +8,14 @@ across restarts. Names come from A1111's filename patterns ("[seed]", "[prompt_w
 every piece that comes from a prompt is sanitized, so no prompt can leave the outputs folder or
 make a name the file system refuses. Files are written to a temporary name in the same folder and
 moved into place with os.replace, so a crash never leaves a half-written image under a real name.
-The infotext goes into the PNG "parameters" chunk or, for JPEG and WEBP, EXIF UserComment.
+The infotext goes into the PNG "parameters" chunk or, for JPEG and WEBP, EXIF UserComment
+(modules/image_files.py); pattern tokens read the image's structured parameters, never the text.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import math
 import os
 import re
@@ -24,19 +24,21 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from modules.atomic_write import write_bytes_atomic
-from modules.infotext import INFOTEXT_KEY, parse_infotext, user_comment_exif
+from modules.generation.result import ImageParams
+from modules.image_files import FORMATS, encode_image
+from modules.infotext import format_number, generation_params
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+if TYPE_CHECKING:
+    from modules.generation.request import GenerationRequest
+
 MAX_PART_CHARS = 128  # A1111's max_filename_part_length: one token's text in a name
 MAX_NAME_BYTES = 200  # a whole file or folder name, UTF-8; file systems allow 255
 MAX_SEQUENCE_TRIES = 500  # as A1111: numbers tried past the highest one found
-# Largest side each format can store; A1111 falls back to PNG past these.
-_MAX_SIDE = {"JPEG": 65535, "WEBP": 16383}
 
 _INVALID_CHARS = '<>:"/\\|?*'
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
@@ -210,6 +212,16 @@ def apply_pattern(pattern: str, tokens: _Tokens) -> str:
     return "".join(out)
 
 
+def pattern_values(params: Optional[ImageParams], request: Optional["GenerationRequest"]) -> dict[str, str]:
+    """The infotext's parameters by key, as text ("Steps": "20", "CFG scale": "7.5"), from the
+    structured record the infotext is rendered from; {} without one."""
+    if params is None:
+        return {}
+    if request is None:
+        raise ValueError("save_image: params need the request they belong to (steps, CFG, ...)")
+    return {key: format_number(value) for key, value in generation_params(request, params).items()}
+
+
 def next_sequence_number(folder: Path, basename: str = "") -> int:
     """One more than the highest number that starts a name in `folder` (after "basename-"),
     0 for an empty or missing folder. "00007-1234.png" → 8."""
@@ -245,39 +257,6 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# encoding
-
-
-def _encode(image: Image.Image, fmt: str, infotext: str, settings: SaveSettings) -> bytes:
-    buffer = io.BytesIO()
-    info = infotext if settings.enable_pnginfo and infotext else ""
-    info = info.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate cannot be stored
-    if fmt == "PNG":
-        pnginfo = None
-        if info:
-            pnginfo = PngImagePlugin.PngInfo()
-            pnginfo.add_text(INFOTEXT_KEY, info)  # tEXt, or iTXt when not latin-1
-        if image.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
-            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        image.save(buffer, format="PNG", pnginfo=pnginfo)
-    elif fmt == "JPEG":
-        if image.mode == "I;16":
-            image = image.point(lambda v: v * (255 / 65535)).convert("L")
-        elif image.mode not in ("L", "RGB", "CMYK"):
-            image = image.convert("RGB")  # RGBA, LA, P: JPEG has no alpha
-        kwargs = {"exif": user_comment_exif(info)} if info else {}
-        image.save(buffer, format="JPEG", quality=settings.jpeg_quality, **kwargs)
-    elif fmt == "WEBP":
-        if image.mode not in ("RGB", "RGBA"):
-            image = image.convert("RGBA" if "A" in image.getbands() or image.mode == "P" else "RGB")
-        kwargs = {"exif": user_comment_exif(info)} if info else {}
-        image.save(buffer, format="WEBP", quality=settings.jpeg_quality, lossless=settings.webp_lossless, **kwargs)
-    else:  # pragma: no cover - SaveSettings validates the format
-        raise ValueError(f"unsupported format {fmt}")
-    return buffer.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------
 # public
 
 
@@ -291,14 +270,17 @@ def save_image(
     settings: SaveSettings,
     base_dir: Path,
     is_grid: bool = False,
+    params: Optional[ImageParams] = None,
+    request: Optional["GenerationRequest"] = None,
     extra_tokens: Optional[Mapping[str, object]] = None,
     now: Optional[_dt.datetime] = None,
 ) -> Path:
     """Save one image (or a grid) and return its path.
 
     `kind` picks the folder ("txt2img", "img2img", "inpaint" → img2img, "extras", ...). Tokens
-    such as [sampler], [steps], [cfg], [model_name] and [model_hash] are read from `infotext`;
-    `extra_tokens` adds or overrides tokens (lowercase names; a None value drops the token and
+    such as [sampler], [steps], [cfg], [model_name] and [model_hash] come from the image's `params`
+    and its `request` (the values its `infotext` was rendered from; without them those tokens are
+    empty); `extra_tokens` adds or overrides tokens (lowercase names; a None value drops the token and
     the literal text before it, like A1111's [batch_number] for a batch of one). `now` fixes
     the clock for [date]/[datetime]. Raises ValueError when the final path would fall outside
     the chosen output folder.
@@ -306,10 +288,9 @@ def save_image(
     base_dir = Path(base_dir)
     now = now or _dt.datetime.now()
     fmt_name = (settings.grid_format if is_grid else settings.samples_format).lower()
-    fmt = FORMATS[fmt_name]
-    extension = fmt_name
-    if fmt in _MAX_SIDE and max(image.size) > _MAX_SIDE[fmt]:
-        fmt, extension = "PNG", "png"  # too large for the format, as A1111
+    encoded = encode_image(image, fmt_name, infotext if settings.enable_pnginfo else "",
+                           quality=settings.jpeg_quality, webp_lossless=settings.webp_lossless)
+    extension = encoded.extension  # png when too large for the format, as A1111
 
     outdir = settings.outdir_grids if is_grid else settings.outdir_samples
     root = Path(outdir) if outdir else Path(_kind_folder(kind, is_grid))
@@ -317,13 +298,12 @@ def save_image(
         root = base_dir / root
     root = Path(os.path.abspath(root))
 
-    params = parse_infotext(infotext).params if infotext else {}
     tokens = _Tokens(
         seed=seed,
         prompt=prompt or "",
         width=image.width,
         height=image.height,
-        params=params,
+        params=pattern_values(params, request),
         max_prompt_words=settings.directories_max_prompt_words,
         extra={str(k).lower(): v for k, v in (extra_tokens or {}).items()},
         now=now,
@@ -344,8 +324,6 @@ def save_image(
         decoration = sanitize_filename_part(
             apply_pattern(settings.filename_pattern or "[seed]", tokens), max_chars=MAX_NAME_BYTES
         )
-
-    data = _encode(image, fmt, infotext, settings)
 
     if not _inside(Path(os.path.abspath(folder)), root):
         raise ValueError(f"refusing to save outside {root}: {folder}")
@@ -369,7 +347,7 @@ def save_image(
         final = Path(os.path.abspath(folder / name))
         if final.parent != Path(os.path.abspath(folder)) or not _inside(final, root):
             raise ValueError(f"refusing to save outside {root}: {final}")
-        path = write_bytes_atomic(folder / name, data)
+        path = write_bytes_atomic(folder / name, encoded.data)
         if settings.save_txt and infotext:
             write_bytes_atomic(folder / (os.path.splitext(name)[0] + ".txt"), f"{infotext}\n".encode("utf-8"))
     return path

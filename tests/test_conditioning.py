@@ -271,3 +271,26 @@ def test_scheduled_pair_pads_and_reuses(sd1):
     assert ctx is pair.cfg_context(3) and ctx.embeds.shape == (2, 2 * CHUNK_TOKENS, HIDDEN)
     torch.testing.assert_close(ctx.embeds[1:], c2.embeds)
     assert not pair.is_static
+
+
+# --------------------------------------------------------------------------------------------------
+# One chunk rule for the engine and the UI's counter
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prompt", [
+    "",
+    "a cat <lora:x:1>",
+    "<lora:x:1> " + "word " * 80,
+    "a (cat:1.3) [dog] BREAK a dog",
+    ", ".join(["a very long phrase"] * 20),
+    "[short:a much much longer second prompt here:3]",
+])
+def test_engine_and_ui_counter_agree(sd1, prompt):
+    from webui.token_counter import count_tokens
+
+    count = sd1.count_tokens(prompt)
+    assert count_tokens(prompt) == (count.used, count.limit)
+
+
+def test_engine_count_leaves_extra_network_tags_out(sd1):
+    assert sd1.count_tokens("a cat <lora:x:1>") == sd1.count_tokens("a cat") == TokenCount(2, 75)

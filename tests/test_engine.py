@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,6 +350,17 @@ def test_saved_outputs_carry_infotext_that_round_trips(models, tmp_path):
     assert fields["seed"] == 43 and fields["cfg_scale"] == 6.5 and fields["negative_prompt"] == request.negative_prompt
     assert fields["sampler_name"] == "DPM++ 2M" and fields["scheduler"] == "Karras"
     assert "txt2img-images" in result.saved_paths[0] and "txt2img-grids" in result.grid_path
+
+
+def test_saved_file_names_come_from_each_images_params(models, tmp_path):
+    # Pattern tokens read the structured record the infotext is rendered from, image by image.
+    options = Options(samples_filename_pattern="[seed]-[sampler]-[steps]-[cfg]-[model_name]", save_to_dirs=False)
+    engine = Engine(models, SettingsStore(None, options), Paths(data_dir=tmp_path))
+    result = engine.generate(txt2img(seed=42, batch_size=2, steps=3, save_images=True, sampler_name="Euler a",
+                                     cfg_scale=6.5))
+    names = [Path(p).name for p in result.saved_paths]
+    assert names == ["00000-42-Euler a-3-6.5-tiny.png", "00001-43-Euler a-3-6.5-tiny.png"]
+    assert Path(result.grid_path).name == "grid-0000.png"
 
 
 def test_concurrent_engines_share_nothing(models, tmp_path):

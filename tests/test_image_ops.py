@@ -96,3 +96,34 @@ def test_noise_is_drawn_per_image():
                               torch.device("cpu"))
     small, _ = create_noise(NoiseSpec(shape=(4, 4, 4), source=RngSource.CPU), [5], [0], torch.device("cpu"))
     assert torch.equal(resized[0, :, 2:6, 2:6], small[0])  # the seed's small noise sits in the middle
+
+
+def test_mask_channel_is_alpha_when_transparent_else_luminance():
+    soft = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    soft.putpixel((0, 0), (0, 0, 0, 200))  # a black stroke on a transparent layer still repaints
+    assert image_ops.mask_channel(soft).getpixel((0, 0)) == 200
+    assert image_ops.mask_channel(soft).getpixel((1, 1)) == 0
+    opaque = Image.new("RGBA", (4, 4), (255, 255, 255, 255))
+    assert image_ops.mask_channel(opaque).getextrema() == (255, 255)  # no transparency: brightness
+    grey = Image.new("L", (4, 4), 77)
+    assert image_ops.mask_channel(grey).getextrema() == (77, 77)  # not thresholded here
+    la = Image.merge("LA", (Image.new("L", (4, 4), 255), Image.new("L", (4, 4), 0)))
+    assert image_ops.mask_channel(la).getextrema() == (0, 0)
+
+
+def test_binary_mask_threshold():
+    mask = Image.new("L", (3, 1))
+    mask.putdata([127, 128, 255])
+    assert list(image_ops.binary_mask(mask).getdata()) == [0, 255, 255]
+    assert list(image_ops.binary_mask(mask, invert=True).getdata()) == [255, 0, 0]
+
+
+def test_mask_from_layers_takes_every_touched_pixel():
+    layer = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    layer.putpixel((2, 3), (0, 0, 0, 10))  # faint and black still counts
+    big = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    big.paste((255, 255, 255, 255), (12, 12, 16, 16))  # resized to the picture
+    mask = image_ops.mask_from_layers([layer, big], (8, 8))
+    assert mask.mode == "L" and mask.getpixel((2, 3)) == 255 and mask.getpixel((7, 7)) == 255
+    assert mask.getpixel((0, 0)) == 0
+    assert image_ops.mask_from_layers([Image.new("RGBA", (8, 8))], (8, 8)) is None

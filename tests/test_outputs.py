@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modules.infotext import read_infotext
+from modules.generation.request import GenerationRequest, Mode
+from modules.generation.result import ImageParams
+from modules.infotext import build_infotext, read_infotext
 from modules.outputs import (
     MAX_NAME_BYTES,
     SaveSettings,
@@ -29,13 +31,25 @@ INFOTEXT = (
 )
 
 
+# The structured record INFOTEXT is rendered from: pattern tokens read these, not the text.
+REQUEST = GenerationRequest(prompt="a cat, sitting: on a mat", negative_prompt="dog", steps=20, cfg_scale=7.5,
+                            seed=1234)
+PARAMS = ImageParams(prompt="a cat, sitting: on a mat", negative_prompt="dog", seed=1234, subseed=1, width=64,
+                     height=48, sampler_name="DPM++ 2M", scheduler="Karras", model_name="v1-5-pruned-emaonly",
+                     model_hash="6ce0161689")
+
+
+def test_the_record_renders_the_infotext():
+    assert build_infotext(REQUEST, PARAMS) == INFOTEXT
+
+
 def rgb(w: int = 64, h: int = 48, color=(200, 30, 30)) -> Image.Image:
     return Image.new("RGB", (w, h), color)
 
 
 def save(tmp_path: Path, image=None, **kwargs) -> Path:
     args = dict(kind="txt2img", seed=1234, prompt="a cat, sitting: on a mat", infotext=INFOTEXT,
-                settings=SaveSettings(), base_dir=tmp_path, now=NOW)
+                settings=SaveSettings(), base_dir=tmp_path, now=NOW, params=PARAMS, request=REQUEST)
     args.update(kwargs)
     return save_image(image or rgb(), **args)
 
@@ -307,3 +321,43 @@ def test_make_grid_rows_and_order():
     assert tall.size == (10, 30)
     with pytest.raises(ValueError):
         make_grid([])
+
+
+# ---------------------------------------------------------------------------------------------
+# one encoder, one record
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_saved_file_holds_exactly_the_shared_encoders_bytes(tmp_path, fmt):
+    from modules.image_files import encode_image
+
+    image = Image.effect_noise((64, 48), 40).convert("RGB")
+    path = save(tmp_path, image=image, settings=SaveSettings(samples_format=fmt, jpeg_quality=70))
+    assert path.read_bytes() == encode_image(image, fmt, INFOTEXT, quality=70).data
+
+
+def test_pattern_tokens_come_from_the_record_not_the_text(tmp_path):
+    # No text at all: the tokens still come from the structured parameters.
+    pattern = "[sampler]-[steps]-[cfg]-[clip_skip]-[model_hash]-[denoising]"
+    path = save(tmp_path, infotext="", settings=SaveSettings(filename_pattern=pattern, save_to_dirs=False))
+    assert path.name == "00000-DPM++ 2M-20-7.5-1-6ce0161689.png"  # txt2img: no denoising, its "-" dropped
+    img2img = REQUEST.model_copy(update={"mode": Mode.IMG2IMG, "init_images": (rgb(),), "denoising_strength": 0.5,
+                                         "clip_skip": 2})
+    path = save(tmp_path, request=img2img, settings=SaveSettings(filename_pattern=pattern, save_to_dirs=False))
+    assert path.name == "00001-DPM++ 2M-20-7.5-2-6ce0161689-0.5.png"
+
+
+def test_pattern_tokens_follow_an_extension_override_as_the_infotext_does(tmp_path):
+    from modules.infotext import parse_infotext
+
+    params = ImageParams(**{**PARAMS.__dict__, "extra": {"Sampler": "Euler a"}})
+    text = build_infotext(REQUEST, params)
+    path = save(tmp_path, infotext=text, params=params,
+                settings=SaveSettings(filename_pattern="[sampler]", save_to_dirs=False))
+    assert parse_infotext(text).params["Sampler"] == "Euler a"
+    assert path.name == "00000-Euler a.png"
+
+
+def test_params_without_their_request_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="request"):
+        save(tmp_path, request=None)

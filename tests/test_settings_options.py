@@ -104,20 +104,19 @@ def test_mask_weight_one_is_the_old_conditioning_and_zero_shows_the_picture():
     import torch
 
     from modules.processing import latents as latent_ops
-    from modules.processing.engine import Engine
+    from modules.processing.engine import _latent_inpaint
     from tests.api.helpers import centre_mask, picture
     from tests.tiny_model import tiny_loaded_model
 
     model = tiny_loaded_model(seed=5, in_channels=9)
-    engine = Engine.__new__(Engine)
     image, mask = picture(), centre_mask()
     with torch.inference_mode():
         old = latent_ops.encode_images(model.vae, latent_ops.pil_to_tensor([image])
                                        * (latent_ops.mask_to_tensor([mask]) < 0.5))
         whole = latent_ops.encode_images(model.vae, latent_ops.pil_to_tensor([image]))
-        one = engine._latent_inpaint(model, [image], [mask], blend=False, mask_weight=1.0).masked_image_latents
-        zero = engine._latent_inpaint(model, [image], [mask], blend=False, mask_weight=0.0).masked_image_latents
-        half = engine._latent_inpaint(model, [image], [mask], blend=False, mask_weight=0.5).masked_image_latents
+        one = _latent_inpaint(model, [image], [mask], blend=False, mask_weight=1.0).masked_image_latents
+        zero = _latent_inpaint(model, [image], [mask], blend=False, mask_weight=0.0).masked_image_latents
+        half = _latent_inpaint(model, [image], [mask], blend=False, mask_weight=0.5).masked_image_latents
     assert torch.equal(one, old)
     assert torch.equal(zero, whole)
     assert not torch.equal(half, one) and not torch.equal(half, zero)

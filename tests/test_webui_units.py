@@ -48,6 +48,14 @@ def test_token_counter(prompt, expected):
     assert counter_text(prompt, steps=20) == expected
 
 
+def test_token_counter_leaves_extra_network_tags_out():
+    # The engine's own parser takes the tags out: the text encoder never sees them.
+    from webui.token_counter import counter_text
+
+    assert counter_text("a cat <lora:x:1>") == counter_text("a cat") == "2/75"
+    assert counter_text("<hypernet:h:0.5>" + ", word" * 37 + " <lora:x:1>") == counter_text(", word" * 37)
+
+
 def test_ui_config_writes_defaults_and_applies_overrides(tmp_path):
     path = tmp_path / "ui-config.json"
     path.write_text(json.dumps({"tab/Steps/value": 30, "tab/Steps/maximum": 60, "tab/Mode/value": "gone"}))
@@ -169,3 +177,46 @@ def test_paste_fills_every_named_field(tmp_path):
         assert isinstance(out[ui.img2img.seed.extra_row], gr.Group)
     finally:
         ctx.queue.shutdown()
+
+
+def test_save_and_zip_write_the_shared_png_and_log_the_structured_params(tmp_path):
+    import csv
+    import zipfile
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from modules.generation.result import GenerationResult, ImageParams
+    from modules.image_files import encode_png
+    from modules.infotext import build_infotext, parse_infotext
+    from webui import output_panel
+
+    request = GenerationRequest(prompt="a cat, on a mat", negative_prompt="dog", steps=12, cfg_scale=6.5)
+    result = GenerationResult(request=request)
+    for seed in (5, 6):
+        params = ImageParams(prompt="a cat, on a mat", negative_prompt="dog", seed=seed, subseed=1, width=64,
+                             height=48, sampler_name="Euler a", scheduler="Automatic", model_name="tiny",
+                             model_hash="0123456789")
+        result.add_image(Image.effect_noise((64, 48), 30).convert("RGB"), params, build_infotext(request, params))
+    result.grid = Image.new("RGB", (128, 48))
+    paths = SimpleNamespace(data_dir=tmp_path / "data", outputs_dir=tmp_path / "outputs")
+    env = SimpleNamespace(ctx=SimpleNamespace(paths=paths), served_roots=[])
+    shown = output_panel.to_shown(env, [(result, "")], [])
+    assert shown.first_image_index == 1 and len(shown.params) == 3
+
+    saved = output_panel.save_items(env, shown, [1, 2])
+    assert [p.read_bytes() for p in saved] == [encode_png(img, text)
+                                               for img, text in zip(result.images, result.infotexts)]
+    with open(paths.data_dir / "log" / "log.csv", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[1:]
+    for row, text, path in zip(rows, result.infotexts, saved):
+        data = parse_infotext(text)  # what the row held when it was parsed from the text
+        width, height = data.params["Size"].split("x")
+        assert row == [data.prompt, data.params["Seed"], width, height, data.params["Sampler"],
+                       data.params["CFG scale"], data.params["Steps"], path.name, data.negative_prompt,
+                       data.params["Model"]]
+    assert rows[0][1:7] == ["5", "64", "48", "Euler a", "6.5", "12"]
+
+    archive = output_panel.zip_items(env, shown)
+    with zipfile.ZipFile(archive) as zf:
+        assert [zf.read(name) for name in sorted(zf.namelist())] == [p.read_bytes() for p in saved]

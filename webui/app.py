@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import gradio as gr
 
+from modules import script_callbacks
 from modules.credentials import ui_credentials
 from modules.styles import StyleDatabase
 from modules.ui_config import UiConfig
 from webui import img2img, paste, png_info, quicksettings, settings_tab, token_counter, toprow, txt2img
-from webui import icons
+from webui import extension_assets, extensions_tab, icons
 from webui.common import error, tooltips
 from webui.env import UiEnv
+from webui.loaded_extensions import loaded_extensions
+from webui.restart import QUEUE_DRAIN_S, process_restarter
 
 if TYPE_CHECKING:
     from modules.app_context import AppContext
@@ -43,6 +46,8 @@ class Ui:
     img2img: img2img.Img2ImgTab
     png_info: png_info.PngInfoTab
     settings: settings_tab.SettingsTab
+    extensions: extensions_tab.ExtensionsTab
+    extension_tabs: list[str]  # elem_ids of the tabs extensions added (on_ui_tabs)
 
 
 def ui_config_path(ctx: "AppContext") -> Path:
@@ -51,10 +56,12 @@ def ui_config_path(ctx: "AppContext") -> Path:
 
 
 def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
-             styles: Optional[StyleDatabase] = None) -> gr.Blocks:
-    """The whole page. The Ui handles are on `demo.sd_ui`."""
+             styles: Optional[StyleDatabase] = None, restart: Optional[Callable[[], None]] = None) -> gr.Blocks:
+    """The whole page. The Ui handles are on `demo.sd_ui`. `restart` restarts the server process
+    (the Extensions tab's "Apply and restart UI"); None: it only saves and says to restart."""
     env = UiEnv(ctx=ctx, ui_config=ui_config or UiConfig(ui_config_path(ctx)),
                 styles=styles or StyleDatabase(ctx.paths.styles_file))
+    added_tabs = _extension_ui_tabs(ctx)  # extensions build theirs as separate Blocks, before ours
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         quick = quicksettings.build(env)
         with gr.Tabs(elem_id="tabs", selected="txt2img") as tabs:
@@ -64,9 +71,12 @@ def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
                 i2i = img2img.build(env, quick)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = png_info.build(env)
+            extension_tab_ids = _render_extension_tabs(added_tabs)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 st = settings_tab.build(env)
-        ui = Ui(env, tabs, quick, t2i, i2i, png, st)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                ext = extensions_tab.build(env, restart)
+        ui = Ui(env, tabs, quick, t2i, i2i, png, st, ext, extension_tab_ids)
         for row in (t2i.toprow, i2i.toprow):
             toprow.wire_style_saving(env, row)
         _wire_send_to(ui)
@@ -79,6 +89,34 @@ def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
         log.warning("could not write %s: %s", env.ui_config.path, exc)
     demo.sd_ui = ui
     return demo
+
+
+OWN_TAB_IDS = frozenset({"txt2img", "img2img", "pnginfo", "settings", "extensions"})
+
+
+def _extension_ui_tabs(ctx: "AppContext") -> list[script_callbacks.UiTab]:
+    """A1111's on_ui_tabs tabs, when this app loaded extension scripts (the callbacks are the
+    compat layer's process-wide registry, filled as those scripts import)."""
+    if not loaded_extensions(ctx).scripts.modules:
+        return []
+    return script_callbacks.ui_tabs_callback()
+
+
+def _render_extension_tabs(added: list[script_callbacks.UiTab]) -> list[str]:
+    """Each extension Blocks in a tab of the main row; one that fails to render is logged and left out."""
+    shown: list[str] = []
+    for block, title, elem_id in added:
+        if elem_id in OWN_TAB_IDS or elem_id in shown:
+            log.error("extension tab %r: its id %r is already taken; not shown", title, elem_id)
+            continue
+        try:
+            with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                block.render()
+        except Exception:  # noqa: BLE001 - an extension's tab must not take the page down
+            log.exception("extension tab %r could not be shown", title)
+            continue
+        shown.append(elem_id)
+    return shown
 
 
 def _targets(ui: Ui) -> tuple[paste.PasteTarget, paste.PasteTarget]:
@@ -254,15 +292,19 @@ def startup_message(local_url: str, share_url: Optional[str], share_requested: b
 
 
 def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
-              on_app: Optional[Callable[[Any], None]] = None) -> gr.Blocks:
+              on_app: Optional[Callable[[Any], None]] = None, allow_restart: bool = False) -> gr.Blocks:
     """Serve the UI as the flags say; returns the running Blocks (call .close() to stop it).
 
     `on_app(fastapi_app)` runs once the server is up, e.g. to mount the /sdapi/v1 routes beside
     the UI for --api (as A1111 does). With block=True this call waits until the server stops
-    (Ctrl+C), as launch.py wants.
+    (Ctrl+C), as launch.py wants. `allow_restart`: this process may re-execute itself (launch.py
+    owns the process; an app embedded in a test or a notebook must not).
     """
     args = ctx.args
-    demo = build_ui(ctx)
+    # The web server is not closed before a restart: launch.py's main thread would return and end
+    # the process first; its sockets are close-on-exec, so the new process can bind the port.
+    restart = process_restarter(lambda: ctx.queue.shutdown(timeout=QUEUE_DRAIN_S)) if allow_restart else None
+    demo = build_ui(ctx, restart=restart)
     demo.queue(default_concurrency_limit=4, max_size=None)
     auth = gradio_auth(args)
     allowed = [str(ctx.paths.outputs_dir), str(ctx.paths.data_dir / "log")]
@@ -273,6 +315,7 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
         if value and Path(value).is_absolute():
             allowed.append(value)
     demo.sd_ui.env.served_roots = list(allowed)
+    catalog = loaded_extensions(ctx).catalog
     threading.Thread(target=token_counter.warm_up, name="tokenizer-warm-up", daemon=True).start()
     demo.launch(
         server_name=server_name(args),
@@ -284,10 +327,10 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
         prevent_thread_lock=True,
         show_error=True,
         quiet=True,  # gradio's hints name its own launch() arguments; ours name our flags
-        allowed_paths=allowed,
+        allowed_paths=allowed + extension_assets.served_files(catalog),
         theme=theme(),
         css=css(),
-        head=head_html(getattr(args, "theme", None), tooltips(demo)),
+        head=head_html(getattr(args, "theme", None), tooltips(demo)) + "\n" + extension_assets.head_html(catalog),
         footer_links=[],  # gradio's own API page is not our /sdapi/v1 API
     )
     if not quiet:

@@ -3,21 +3,19 @@ Inpaint upload (a separate mask image) and Batch (input and output folders)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import gradio as gr
-import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps
 
-from modules import infotext as infotext_mod
+from modules.atomic_write import write_bytes_atomic
+from modules.image_files import encode_png
 from modules.processing import image_ops
 from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode
 from modules.generation.result import GenerationResult
-from webui import output_panel, params, toprow
+from webui import extension_controls, output_panel, params, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
 from webui.txt2img import common_fields
@@ -68,6 +66,7 @@ class Img2ImgTab:
     denoising_strength: gr.Slider
     seed: params.SeedControls
     panel: output_panel.OutputPanel
+    extensions: extension_controls.ExtensionControls
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
@@ -135,13 +134,14 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
             denoising_strength = env.component(gr.Slider, TAB, "Denoising strength", minimum=0.0, maximum=1.0,
                                                step=0.01, value=0.75, elem_id="img2img_denoising_strength")
             seed = params.seed_controls(env, TAB)
+            extensions = extension_controls.build(env, TAB, is_img2img=True)
         with gr.Column(scale=1, min_width=360):
             panel = output_panel.build(env, TAB)
 
     inpaint = InpaintControls(inpaint_group, mask_blur, mask_mode, masked_content, inpaint_area, padding)
     tab = Img2ImgTab(row, mode, subtabs, init_img, sketch, inpaint_editor, brush_size, inpaint_image, inpaint_mask,
                      batch_input_dir, batch_output_dir, batch_mask_dir, resize_mode, inpaint, sampler, size, batch,
-                     denoising_strength, seed, panel)
+                     denoising_strength, seed, panel, extensions)
     for name, subtab in zip(MODES, (t_img2img, t_sketch, t_inpaint, t_upload, t_batch)):
         subtab.select(lambda m=name: (m, gr.Group(visible=m in ("inpaint", "inpaint_upload", "batch"))), None,
                       [mode, inpaint_group], show_progress="hidden", queue=False)
@@ -196,13 +196,6 @@ def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
     return image.convert("RGB")
 
 
-def mask_from_upload(mask: Image.Image) -> Image.Image:
-    """A1111's rule: a mask with transparency uses its alpha; otherwise its brightness (white = repaint)."""
-    if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
-        return mask.getchannel("A").point(lambda v: 255 if v > 128 else 0)
-    return mask.convert("L").point(lambda v: 255 if v > 128 else 0)
-
-
 def editor_parts(value: Any) -> tuple[Optional[Image.Image], Optional[Image.Image], Optional[Image.Image]]:
     """(background, mask drawn on the layers, composite) from an ImageEditor value."""
     if not value:
@@ -214,15 +207,7 @@ def editor_parts(value: Any) -> tuple[Optional[Image.Image], Optional[Image.Imag
     layers = [layer for layer in (value.get("layers") or []) if layer is not None]
     mask = None
     if layers:
-        size = (background or composite or layers[0]).size
-        alpha = np.zeros((size[1], size[0]), dtype=np.uint8)
-        for layer in layers:
-            layer = layer.convert("RGBA")
-            if layer.size != size:
-                layer = layer.resize(size)
-            alpha = np.maximum(alpha, np.asarray(layer.getchannel("A")))
-        if alpha.any():
-            mask = Image.fromarray(np.where(alpha > 0, 255, 0).astype(np.uint8), mode="L")
+        mask = image_ops.mask_from_layers(layers, (background or composite or layers[0]).size)
     return background, mask, composite
 
 
@@ -276,18 +261,8 @@ def _batch_saver(out_dir: Path, source: Path):
         written = []
         for i, image in enumerate(result.images):
             name = f"{source.stem}.png" if len(result.images) == 1 else f"{source.stem}-{i}.png"
-            info = PngImagePlugin.PngInfo()
-            if i < len(result.infotexts) and result.infotexts[i]:
-                info.add_text(infotext_mod.INFOTEXT_KEY, result.infotexts[i])
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".png")
-            os.close(fd)
-            try:
-                image.save(tmp, format="PNG", pnginfo=info)
-                os.replace(tmp, out_dir / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            written.append(out_dir / name)
+            text = result.infotexts[i] if i < len(result.infotexts) else ""
+            written.append(write_bytes_atomic(out_dir / name, encode_png(image, text)))
         result.saved_paths = [str(p) for p in written]  # the gallery then shows the batch's files
         return ""
 
@@ -298,7 +273,8 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
     def plan(values: dict) -> list[output_panel.JobStep]:
         fields = common_fields(env, values, tab.toprow, tab.sampler, tab.size, tab.batch, tab.seed, quick)
         fields.update(denoising_strength=float(values[tab.denoising_strength]),
-                      resize_mode=ResizeMode(values[tab.resize_mode]))
+                      resize_mode=ResizeMode(values[tab.resize_mode]),
+                      extensions=tab.extensions.request_args(values))
         mode = values[tab.mode] or "img2img"
         limit = env.ctx.settings.get().max_image_pixels
         if mode == "img2img":
@@ -327,7 +303,7 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
             check_size(mask, "Inpaint upload mask", limit)
             return [output_panel.JobStep(GenerationRequest(
                 mode=Mode.INPAINT, init_images=(flatten(image),),
-                inpaint=inpaint_options(values, tab.inpaint, mask_from_upload(mask)), **fields))]
+                inpaint=inpaint_options(values, tab.inpaint, image_ops.mask_channel(mask)), **fields))]
         return batch_plan(values, fields, limit)
 
     def batch_plan(values: dict, fields: dict, limit: int) -> list[output_panel.JobStep]:
@@ -354,7 +330,7 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
                 if mask_path is None:
                     raise ValueError(f"Batch: no mask named {path.stem}.* in {mask_dir}.")
                 with _open_checked(mask_path, limit) as m:
-                    mask = mask_from_upload(m.convert("RGBA"))
+                    mask = image_ops.mask_channel(m)
                 extra = {"mode": Mode.INPAINT, "inpaint": inpaint_options(values, tab.inpaint, mask)}
             request = GenerationRequest(init_images=(image,), save_images=out_dir is None, **extra, **fields)
             steps.append(output_panel.JobStep(request, label=f"Image {n + 1}/{len(files)}: {path.name}",
@@ -367,7 +343,7 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
               tab.init_img, tab.sketch, tab.inpaint_editor, tab.inpaint_image, tab.inpaint_mask,
               tab.batch_input_dir, tab.batch_output_dir, tab.batch_mask_dir, tab.resize_mode,
               tab.inpaint.mask_blur, tab.inpaint.mask_mode, tab.inpaint.masked_content, tab.inpaint.inpaint_area,
-              tab.inpaint.padding, tab.denoising_strength, *params.seed_inputs(tab.seed)}
+              tab.inpaint.padding, tab.denoising_strength, *params.seed_inputs(tab.seed), *tab.extensions.inputs()}
     output_panel.wire_generation(env, tab.panel, tab.toprow, plan, inputs)
     tab.seed.reuse_seed.click(output_panel.reuse_seed_handler("seed"), [tab.panel.shown, tab.panel.selected],
                               tab.seed.seed, show_progress="hidden")

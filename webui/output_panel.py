@@ -21,9 +21,11 @@ from typing import Any, Callable, Iterable, Optional, Union
 import gradio as gr
 from PIL import Image
 
-from modules import infotext as infotext_mod
+from modules.atomic_write import write_bytes_atomic
 from modules.generation.request import GenerationRequest
-from modules.generation.result import GenerationResult
+from modules.generation.result import GenerationResult, ImageParams
+from modules.image_files import encode_png
+from modules.infotext import format_number
 from webui import jobs
 from webui.common import error, escape, format_error, tool_button
 from webui.env import UiEnv
@@ -32,12 +34,22 @@ from webui.toprow import Toprow
 GalleryItem = Union[str, Image.Image]
 
 
+@dataclass(frozen=True)
+class ShownParams:
+    """The structured parameters of one shown image: the job's request and the image's record."""
+
+    request: GenerationRequest
+    image: ImageParams
+
+
 @dataclass
 class Shown:
-    """What a session's gallery shows, item by item (a grid, when there is one, comes first)."""
+    """What a session's gallery shows, item by item (a grid, when there is one, comes first).
+    `infotexts` are shown and written into files; `params` are read (log.csv), never the text."""
 
     items: list[GalleryItem] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
+    params: list[Optional[ShownParams]] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     subseeds: list[int] = field(default_factory=list)
     first_image_index: int = 0
@@ -147,12 +159,19 @@ def _gallery_item(env: UiEnv, path: Optional[str], image: Image.Image) -> Galler
     return image
 
 
+def _shown_params(result: GenerationResult, index: int) -> Optional[ShownParams]:
+    if result.request is None or index >= len(result.params):
+        return None
+    return ShownParams(result.request, result.params[index])
+
+
 def to_shown(env: UiEnv, results: list[tuple[GenerationResult, str]], notes: list[str]) -> Shown:
     shown = Shown()
     for result, _label in results:
         if result.grid is not None and len(results) == 1 and len(result.images) > 1:
             shown.items.append(_gallery_item(env, result.grid_path, result.grid))
             shown.infotexts.append(result.infotexts[0] if result.infotexts else "")
+            shown.params.append(_shown_params(result, 0))
             shown.seeds.append(result.seed)
             shown.subseeds.append(result.subseeds[0] if result.subseeds else -1)
             shown.first_image_index = 1
@@ -160,6 +179,7 @@ def to_shown(env: UiEnv, results: list[tuple[GenerationResult, str]], notes: lis
             path = result.saved_paths[i] if i < len(result.saved_paths) else None
             shown.items.append(_gallery_item(env, path, image))
             shown.infotexts.append(result.infotexts[i] if i < len(result.infotexts) else "")
+            shown.params.append(_shown_params(result, i))
             shown.seeds.append(result.seeds[i] if i < len(result.seeds) else -1)
             shown.subseeds.append(result.subseeds[i] if i < len(result.subseeds) else -1)
         if result.saved_paths and shown.folder is None:
@@ -283,20 +303,14 @@ def _unique(folder: Path, name: str) -> Path:
     return target
 
 
-def _write_png(image: Image.Image, infotext: str, target: Path) -> None:
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    if infotext:
-        info.add_text(infotext_mod.INFOTEXT_KEY, infotext)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def log_row(params: Optional[ShownParams], filename: str) -> list[str]:
+    """A log.csv row in A1111's columns, read from the image's structured parameters."""
+    if params is None:
+        return ["", "", "", "", "", "", "", filename, "", ""]
+    request, image = params.request, params.image
+    return [image.prompt, str(image.seed), str(image.width), str(image.height), image.sampler_name,
+            format_number(request.cfg_scale), str(request.steps), filename, image.negative_prompt,
+            image.model_name or ""]
 
 
 def save_items(env: UiEnv, shown: Shown, indexes: Iterable[int]) -> list[Path]:
@@ -318,14 +332,9 @@ def save_items(env: UiEnv, shown: Shown, indexes: Iterable[int]) -> list[Path]:
                 shutil.copy2(item, target)
             else:
                 target = _unique(folder, f"{_dt.datetime.now():%Y%m%d%H%M%S}-{shown.seeds[i]}.png")
-                _write_png(item, text, target)
+                write_bytes_atomic(target, encode_png(item, text))
             saved.append(target)
-            data = infotext_mod.parse_infotext(text) if text else None
-            p = data.params if data else {}
-            size = p.get("Size", "x").split("x")
-            writer.writerow([data.prompt if data else "", p.get("Seed", ""), size[0], size[-1], p.get("Sampler", ""),
-                             p.get("CFG scale", ""), p.get("Steps", ""), target.name,
-                             data.negative_prompt if data else "", p.get("Model", "")])
+            writer.writerow(log_row(shown.params[i] if i < len(shown.params) else None, target.name))
     return saved
 
 
@@ -340,16 +349,8 @@ def zip_items(env: UiEnv, shown: Shown) -> Path:
             if isinstance(item, str):
                 zf.write(item, arcname=f"{i - shown.first_image_index:05d}-{Path(item).name}")
             else:
-                import io
-
-                from PIL import PngImagePlugin
-
-                buf = io.BytesIO()
-                info = PngImagePlugin.PngInfo()
-                if shown.infotexts[i]:
-                    info.add_text(infotext_mod.INFOTEXT_KEY, shown.infotexts[i])
-                item.save(buf, format="PNG", pnginfo=info)
-                zf.writestr(f"{i - shown.first_image_index:05d}-{shown.seeds[i]}.png", buf.getvalue())
+                zf.writestr(f"{i - shown.first_image_index:05d}-{shown.seeds[i]}.png",
+                            encode_png(item, shown.infotexts[i]))
     os.replace(tmp, target)
     return target
 

@@ -1,25 +1,22 @@
 """Prompt token counts for the "12/75" counters, torch-free.
 
-Counts the way A1111 does: the prompt is expanded for every step of its schedule
-(``[a:b:10]``, ``[a|b]``), emphasis is removed, ``<lora:...>`` extra-network tags are dropped,
-and each text is split into 75-token chunks (``BREAK`` starts a new chunk; a chunk that fills up
-within 20 tokens after a comma is split at that comma). The counter shows the largest count and
-the chunk capacity it needs: "80/150".
+Counts by the rules the engine's text encoder uses (modules/processing/prompt_chunks.py): the
+prompt without its extra-network tags (``<lora:...>``, parsed by the engine's own parser), expanded
+for every step of its schedule (``[a:b:10]``, ``[a|b]``), emphasis removed, each text split into
+75-token chunks (``BREAK`` starts a new chunk; a chunk that fills up within 20 tokens after a comma
+is split at that comma). The counter shows the largest count and the chunk capacity it needs:
+"80/150".
 """
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 from functools import lru_cache
 
 from modules.paths import CLIP_TOKENIZER_DIR
-from modules.processing.prompt_parser import PromptSchedule, parse_attention
+from modules.processing import prompt_chunks
 
-CHUNK = 75
-COMMA_BACKTRACK = 20  # A1111's comma_padding_backtrack default
-_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+CHUNK = prompt_chunks.CHUNK_LENGTH
 _lock = threading.Lock()
 
 
@@ -32,45 +29,24 @@ def _tokenizer():
     return tok
 
 
+def _tokenize(texts: list[str]) -> list[list[int]]:
+    with _lock:  # the tokenizer is not documented as thread-safe
+        return _tokenizer()(texts, add_special_tokens=False)["input_ids"]
+
+
 @lru_cache(maxsize=1)
 def _comma_token() -> int:
-    return _tokenizer()(",", add_special_tokens=False)["input_ids"][0]
+    return _tokenize([","])[0][0]
 
 
-def _count_text(text: str) -> int:
-    pieces = parse_attention(text)
-    words = [p.text for p in pieces if not p.is_break]
-    with _lock:  # the tokenizer is not documented as thread-safe
-        ids = iter(_tokenizer()(words, add_special_tokens=False)["input_ids"] if words else [])
-    comma = _comma_token()
-    count = 0
-    chunk: list[int] = []
-    last_comma = -1
-    for piece in pieces:
-        if piece.is_break:
-            count += CHUNK
-            chunk, last_comma = [], -1
-            continue
-        for token in next(ids):
-            if token == comma:
-                last_comma = len(chunk)
-            elif len(chunk) == CHUNK and last_comma != -1 and len(chunk) - last_comma <= COMMA_BACKTRACK:
-                moved = chunk[last_comma + 1:]
-                count += CHUNK
-                chunk, last_comma = moved, -1
-            if len(chunk) == CHUNK:
-                count += CHUNK
-                chunk, last_comma = [], -1
-            chunk.append(token)
-    return count + len(chunk)
+def _pieces(text: str) -> prompt_chunks.TokenPieces:
+    return prompt_chunks.token_pieces(text, _tokenize)
 
 
 def count_tokens(prompt: str, steps: int = 20) -> tuple[int, int]:
     """(tokens, capacity) for the longest text the prompt's schedule produces."""
-    prompt = _EXTRA_NETWORK.sub("", prompt or "")
-    texts = set(PromptSchedule.parse(prompt, max(1, int(steps or 1))).texts) or {""}
-    count = max(_count_text(text) for text in texts)
-    return count, math.ceil(max(count, 1) / CHUNK) * CHUNK
+    count = prompt_chunks.count_tokens(prompt or "", steps, _pieces, _comma_token())
+    return count.used, count.limit
 
 
 def warm_up() -> None:

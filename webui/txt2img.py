@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.generation.request import GenerationRequest, Mode
-from webui import output_panel, params, toprow
+from webui import extension_controls, output_panel, params, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
 
@@ -22,6 +22,7 @@ class Txt2ImgTab:
     batch: params.BatchControls
     seed: params.SeedControls
     panel: output_panel.OutputPanel
+    extensions: extension_controls.ExtensionControls
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
@@ -32,9 +33,10 @@ def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
             size = params.size_controls(env, TAB)
             batch = params.batch_controls(env, TAB)
             seed = params.seed_controls(env, TAB)
+            extensions = extension_controls.build(env, TAB, is_img2img=False)
         with gr.Column(scale=1, min_width=360):
             panel = output_panel.build(env, TAB)
-    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel)
+    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel, extensions)
     toprow.wire(env, row, sampler.steps)
     _wire(env, tab, quick)
     return tab
@@ -44,7 +46,7 @@ def request_inputs(tab: Txt2ImgTab, quick: Quicksettings) -> set:
     return {tab.toprow.prompt, tab.toprow.negative_prompt, tab.toprow.styles, tab.sampler.sampler,
             tab.sampler.scheduler, tab.sampler.steps, tab.size.width, tab.size.height, tab.batch.batch_count,
             tab.batch.batch_size, tab.batch.cfg_scale, quick.checkpoint, quick.vae, quick.clip_skip,
-            *params.seed_inputs(tab.seed)}
+            *params.seed_inputs(tab.seed), *tab.extensions.inputs()}
 
 
 def common_fields(env: UiEnv, values: dict, row: toprow.Toprow, sampler: params.SamplerControls,
@@ -72,7 +74,8 @@ def common_fields(env: UiEnv, values: dict, row: toprow.Toprow, sampler: params.
 def _wire(env: UiEnv, tab: Txt2ImgTab, quick: Quicksettings) -> None:
     def plan(values: dict) -> list[output_panel.JobStep]:
         fields = common_fields(env, values, tab.toprow, tab.sampler, tab.size, tab.batch, tab.seed, quick)
-        return [output_panel.JobStep(GenerationRequest(mode=Mode.TXT2IMG, **fields))]
+        extensions = tab.extensions.request_args(values)
+        return [output_panel.JobStep(GenerationRequest(mode=Mode.TXT2IMG, extensions=extensions, **fields))]
 
     output_panel.wire_generation(env, tab.panel, tab.toprow, plan, request_inputs(tab, quick))
     tab.seed.reuse_seed.click(output_panel.reuse_seed_handler("seed"), [tab.panel.shown, tab.panel.selected],

@@ -4,7 +4,8 @@ Routes and the service raise plain exceptions (the engine's, the registry's, the
 `ErrorMapper.to_response` turns each into a JSON body shaped like A1111's
 (`{"error": type, "detail": ..., "body": "", "errors": text}`) with the right status:
 
-    422  a field is invalid (names the field), an image does not decode, an unknown script,
+    422  a field is invalid (names the field), an image does not decode, an unknown script or
+         extension, or its args (alwayson_scripts.<title>...) do not validate,
          a width x height past the device's limit (names both and the setting)
     400  a body that does not parse (not JSON, or nested too deeply)
     404  unknown sampler / schedule type / model / VAE / task (lists the valid names)
@@ -12,7 +13,8 @@ Routes and the service raise plain exceptions (the engine's, the registry's, the
     409  a task id that is already queued or running
     401  missing or wrong credentials (auth.py raises it)
     499  the client went away while its job waited or ran (the job was stopped; nobody reads it)
-    500  out of memory (readable message; memory is freed so the next request works) and
+    500  an extension's hook failed during the job (the body names the extension and the hook;
+         the job ended cleanly), out of memory (readable message; memory is freed so the next request works) and
          anything unexpected (logged with its traceback; the server carries on)
 
 `mapping_route_class` wraps every route of the API router, so nothing escapes unmapped and
@@ -34,6 +36,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException  # FastAPI's HTTPException is a subclass; its own
                                                 # body parsing raises this one
 
+from modules.extensions.runner import ExtensionArgsError, ExtensionHookError, UnknownExtensionError
 from modules.jobs.queue import DuplicateTaskError, QueueFullError, UnknownTaskError
 from modules.models.errors import ModelError, NoModelError, UnknownModelError
 from modules.processing.limits import SizeLimitError
@@ -180,6 +183,16 @@ class ErrorMapper:
         if isinstance(exc, UnknownTaskError):
             task = exc.args[0] if exc.args else ""
             return 404, error_body(exc, f"unknown task id {task!r}"), None
+        if isinstance(exc, ExtensionHookError):  # the job ended cleanly; the extension is named
+            log.error("%s", exc)
+            return 500, error_body(exc, str(exc), extension=exc.extension, hook=exc.hook), None
+        if isinstance(exc, UnknownExtensionError):  # a request built past the API's own check
+            errors = [{"loc": ("body", "alwayson_scripts", exc.name), "msg": str(exc), "type": "unknown_script"}]
+            return 422, error_body(exc, errors, errors=str(exc)), None
+        if isinstance(exc, ExtensionArgsError):
+            errors = [{"loc": ("body", "alwayson_scripts", exc.name, *e["loc"]), "msg": e["msg"], "type": e["type"]}
+                      for e in exc.errors]
+            return 422, error_body(exc, errors, errors=FieldError(errors).message), None
         if _is_out_of_memory(exc):
             _free_accelerator_memory()
             first_line = (str(exc).strip().splitlines() or [""])[0]

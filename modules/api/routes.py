@@ -140,11 +140,11 @@ def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callab
 
     @router.get("/script-info", response_model=list[schemas.ScriptInfo])
     def script_info():
-        return []
+        return service.script_infos()
 
     @router.get("/extensions", response_model=list[schemas.ExtensionItem])
     def extensions():
-        return []
+        return service.extension_items()
 
     return router
 

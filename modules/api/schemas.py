@@ -283,3 +283,5 @@ class ExtensionItem(BaseModel):
     version: str
     commit_date: str
     enabled: bool
+    # beyond A1111: why it failed to install, import or load (None when it did not)
+    error: Optional[str] = None

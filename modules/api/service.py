@@ -22,14 +22,14 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from modules import heap
+from modules import heap, image_files
 from modules import infotext as infotext_mod
 from modules.app_context import AppContext
-from modules.api import schemas
+from modules.api import extensions_api, schemas
 from modules.api.caller import LOCAL, Caller
 from modules.api.errors import ClientGoneError, FieldError, InvalidImageError, UnknownScriptError
 from modules.jobs.queue import Job
@@ -141,33 +141,9 @@ def decode_image(data: Any, field: str | Sequence[Any], max_pixels: int) -> Imag
         raise InvalidImageError(field, f"cannot read it as an image ({type(err).__name__}: {err})") from None
 
 
-def mask_to_l(mask: Image.Image) -> Image.Image:
-    """A1111's rule: an RGBA mask with transparency is its alpha channel, anything else its luminance."""
-    if mask.mode in ("RGBA", "LA") or (mask.mode == "P" and "transparency" in mask.info):
-        rgba = mask.convert("RGBA")
-        alpha = rgba.getchannel("A")
-        if alpha.getextrema() != (255, 255):
-            return alpha
-        return rgba.convert("L")
-    return mask.convert("L")
-
-
 def encode_image(image: Image.Image, infotext: str = "", fmt: str = "png", quality: int = 80) -> str:
-    """Base64 of the image in the samples format, carrying its infotext like a saved file does."""
-    fmt = (fmt or "png").lower()
-    buffer = io.BytesIO()
-    if fmt in ("jpg", "jpeg", "webp"):
-        if image.mode not in ("RGB", "L"):
-            image = image.convert("RGB")
-        extra = {"exif": infotext_mod.user_comment_exif(infotext)} if infotext else {}
-        image.save(buffer, format="JPEG" if fmt != "webp" else "WEBP", quality=quality, **extra)
-    else:
-        pnginfo = None
-        if infotext:
-            pnginfo = PngImagePlugin.PngInfo()
-            pnginfo.add_text(infotext_mod.INFOTEXT_KEY, infotext)
-        image.save(buffer, format="PNG", pnginfo=pnginfo)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    """Base64 of the image in the samples format with its infotext: the bytes a saved file holds."""
+    return base64.b64encode(image_files.encode_image(image, fmt, infotext, quality=quality).data).decode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +243,7 @@ class ApiService:
         overrides = dict(body.override_settings or {})
         infotext_fields, infotext_inpaint = self._infotext_fields(body, sent, overrides, is_img2img, warnings)
         opts = self._options_with_overrides(overrides, warnings)
+        extensions = self._extension_args(body, is_img2img, warnings)
 
         sampler = body.sampler_name or body.sampler_index or "Euler"
         fields: dict[str, Any] = dict(
@@ -281,7 +258,7 @@ class ApiService:
             clip_skip=opts.CLIP_stop_at_last_layers, rng_source=RngSource(opts.randn_source),
             checkpoint=_clean_name(overrides.get("sd_model_checkpoint")),
             vae=_clean_name(overrides.get("sd_vae")),
-            save_images=body.save_images, save_grid=body.save_images,
+            save_images=body.save_images, save_grid=body.save_images, extensions=extensions,
         )
         fields.update(infotext_fields)
         if fields["styles"]:  # as the UI does: the styles go into the prompts, their names into infotext
@@ -339,18 +316,33 @@ class ApiService:
                 raise FieldError.single("latent_mask", "a separate latent mask is not supported; send `mask`")
 
     def available_scripts(self, is_img2img: bool) -> list[str]:
-        """Script titles that exist for this tab. None yet: the scripts system is a later issue."""
-        return []
+        """/sdapi/v1/scripts for a tab: A1111's lowercase script titles, then typed extensions."""
+        return extensions_api.script_titles(self.ctx.extensions, is_img2img)
 
     def _check_scripts(self, body: schemas._GenerationBase, is_img2img: bool) -> None:
-        available = self.available_scripts(is_img2img)
-        lowered = {s.lower() for s in available}
+        """`script_name`: selectable scripts load and are listed, but do not run yet; say so."""
         name = _clean_name(body.script_name)
-        if name is not None and name.lower() not in lowered:
-            raise UnknownScriptError("script_name", name, available)
-        for name in body.alwayson_scripts or {}:
-            if str(name).lower() not in lowered:
-                raise UnknownScriptError("alwayson_scripts", str(name), available)
+        if name is None:
+            return
+        selectable = [s.title for s in self.ctx.extensions.scripts.selectable if s.is_img2img == is_img2img]
+        if name.lower() not in {t.lower() for t in selectable}:
+            raise UnknownScriptError("script_name", name, selectable)
+        raise FieldError.single("script_name", f"script {name!r} is installed, but running selectable scripts "
+                                               "(script_name) is not available yet", "not_available")
+
+    def _extension_args(self, body: schemas._GenerationBase, is_img2img: bool,
+                        warnings: list[str]) -> dict[str, Any]:
+        """alwayson_scripts (and the infotext's extension fields) -> GenerationRequest.extensions."""
+        text = _clean_name(body.infotext)
+        params = infotext_mod.parse_infotext(text).params if text is not None else None
+        return extensions_api.request_extensions(self.ctx.extensions.extension_set, body.alwayson_scripts,
+                                                 is_img2img, params, warnings)
+
+    def extension_items(self) -> list[schemas.ExtensionItem]:
+        return extensions_api.extension_items(self.ctx.extensions.catalog)
+
+    def script_infos(self) -> list[schemas.ScriptInfo]:
+        return extensions_api.script_infos(self.ctx.extensions)
 
     def _known_styles(self, names: Iterable[str], warnings: list[str]) -> list[str]:
         """As A1111: a style that does not exist is skipped (bots send ["None"]), with a warning."""
@@ -419,7 +411,7 @@ class ApiService:
                        for i, data in enumerate(body.init_images))
         if _clean_name(body.mask) is None:
             return Mode.IMG2IMG, images, None
-        mask = mask_to_l(decode_image(body.mask, "mask", limit))
+        mask = image_ops.mask_channel(decode_image(body.mask, "mask", limit))
         if body.mask_blur is not None:
             blur = body.mask_blur
         else:
@@ -462,8 +454,10 @@ class ApiService:
     @staticmethod
     def info_dict(prepared: Prepared, job: Job, result: GenerationResult, infotexts: list[str],
                   first_index: int) -> dict[str, Any]:
-        request = prepared.request
-        params = infotext_mod.parse_infotext(result.infotexts[0]).params if result.infotexts else {}
+        request = result.request or prepared.request
+        first = result.params[0] if result.params else None
+        # Typed values from the record the infotexts were rendered from, never parsed back from them
+        params = infotext_mod.generation_params(request, first) if first is not None else {}
         started = job.control.snapshot().started_at or job.submitted_at
         return {
             "prompt": result.prompts[0] if result.prompts else request.prompt,
@@ -484,10 +478,10 @@ class ApiService:
             "batch_size": request.batch_size,
             "restore_faces": False,
             "face_restoration_model": None,
-            "sd_model_name": params.get("Model"),
-            "sd_model_hash": params.get("Model hash"),
-            "sd_vae_name": params.get("VAE"),
-            "sd_vae_hash": params.get("VAE hash"),
+            "sd_model_name": (first.model_name or None) if first else None,
+            "sd_model_hash": (first.model_hash or None) if first else None,
+            "sd_vae_name": (first.vae_name or None) if first else None,
+            "sd_vae_hash": (first.vae_hash or None) if first else None,
             "seed_resize_from_w": request.seed_resize_from_w or -1,
             "seed_resize_from_h": request.seed_resize_from_h or -1,
             "denoising_strength": request.denoising_strength if request.mode is not Mode.TXT2IMG else None,

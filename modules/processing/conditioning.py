@@ -23,7 +23,15 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from modules.processing.prompt_parser import PromptSchedule, WeightedText, parse_attention
+from modules.processing import prompt_chunks
+from modules.processing.prompt_chunks import (
+    CHUNK_LENGTH,
+    COMMA_BACKTRACK,
+    PromptChunk,
+    TokenCount,
+    split_into_chunks,
+)
+from modules.processing.prompt_parser import PromptSchedule
 
 __all__ = [
     "CHUNK_TOKENS",
@@ -39,18 +47,8 @@ __all__ = [
     "make_same_length",
 ]
 
-CHUNK_LENGTH = 75  # prompt tokens per chunk
 CHUNK_TOKENS = CHUNK_LENGTH + 2  # with BOS and EOS: what CLIP sees
-COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
 EMPHASIS_MODES = ("Original", "No norm", "None")
-
-
-@dataclass(frozen=True)
-class TokenCount:
-    """For the UI's live counter: ``used/limit``, as A1111 shows it."""
-
-    used: int
-    limit: int
 
 
 @dataclass(eq=False)  # tensors: compare with torch, not ==
@@ -109,62 +107,7 @@ def make_same_length(cond: Conditioning, uncond: Conditioning) -> tuple[Conditio
     return cond.pad_to_length(chunks), uncond.pad_to_length(chunks)
 
 
-# --------------------------------------------------------------------------------------------------
-# Tokens to chunks (pure python)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PromptChunk:
-    """Up to 75 prompt token ids and their weights, without BOS/EOS/padding."""
-
-    tokens: list[int] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-
-
-def split_into_chunks(pieces: Sequence[tuple[Sequence[int], WeightedText]], comma_token: Optional[int],
-                      backtrack: int = COMMA_BACKTRACK) -> tuple[list[PromptChunk], int]:
-    """Lay out weighted token runs into chunks of at most 75 tokens, A1111-style.
-
-    A ``BREAK`` piece closes the current chunk. When a chunk is full and a comma lies within
-    `backtrack` tokens of its end, the tokens after that comma move to the next chunk so a phrase is
-    not cut in half. Returns the chunks (at least one) and A1111's token count: every chunk but the
-    last counts as 75.
-    """
-    chunks: list[PromptChunk] = []
-    chunk = PromptChunk()
-    last_comma = -1
-    count = 0
-
-    def close(is_last: bool = False) -> None:
-        nonlocal chunk, last_comma, count
-        count += len(chunk.tokens) if is_last else CHUNK_LENGTH
-        chunks.append(chunk)
-        chunk = PromptChunk()
-        last_comma = -1
-
-    for token_ids, piece in pieces:
-        if piece.is_break:
-            close()
-            continue
-        for token in token_ids:
-            if token == comma_token:
-                last_comma = len(chunk.tokens)
-            elif (backtrack and len(chunk.tokens) == CHUNK_LENGTH and last_comma != -1
-                  and len(chunk.tokens) - last_comma <= backtrack):
-                cut = last_comma + 1
-                moved_tokens, moved_weights = chunk.tokens[cut:], chunk.weights[cut:]
-                del chunk.tokens[cut:], chunk.weights[cut:]
-                close()
-                chunk.tokens, chunk.weights = moved_tokens, moved_weights
-            if len(chunk.tokens) == CHUNK_LENGTH:
-                close()
-            chunk.tokens.append(token)
-            chunk.weights.append(piece.weight)
-
-    if chunk.tokens or not chunks:
-        close(is_last=True)
-    return chunks, count
+# Tokens to chunks: modules/processing/prompt_chunks.py (shared with the UI's token counter)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,14 +167,8 @@ class PromptEncoder:
 
     # ---- tokens ----------------------------------------------------------------------------------
 
-    def _pieces(self, text: str) -> list[tuple[list[int], WeightedText]]:
-        if self.emphasis == "None":
-            parsed = [WeightedText(text, 1.0)]
-        else:
-            parsed = parse_attention(text)
-        words = [p for p in parsed if not p.is_break]
-        ids = iter(self._tokenize([p.text for p in words]) if words else [])
-        return [([], p) if p.is_break else (next(ids), p) for p in parsed]
+    def _pieces(self, text: str) -> prompt_chunks.TokenPieces:
+        return prompt_chunks.token_pieces(text, self._tokenize, emphasis=self.emphasis != "None")
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         # verbose=False: a prompt longer than 77 tokens is the point here, not worth a warning.
@@ -243,14 +180,9 @@ class PromptEncoder:
         return split_into_chunks(self._pieces(text), self.comma_id, self.comma_backtrack)
 
     def count_tokens(self, text: str, steps: int = 20) -> TokenCount:
-        """A1111's ``used/limit`` counter. Prompt editing is resolved first (for `steps` steps) and
-        the longest of the resulting texts counts."""
-        best = TokenCount(0, CHUNK_LENGTH)
-        for candidate in dict.fromkeys(PromptSchedule.parse(text, steps).texts):
-            chunks, used = self.chunks(candidate)
-            if used >= best.used:
-                best = TokenCount(used, CHUNK_LENGTH * len(chunks))
-        return best
+        """A1111's ``used/limit`` counter, by the rules the UI's counter uses too
+        (`prompt_chunks.count_tokens`: extra-network tags out, prompt editing resolved)."""
+        return prompt_chunks.count_tokens(text, steps, self._pieces, self.comma_id, self.comma_backtrack)
 
     # ---- encoding --------------------------------------------------------------------------------
 

@@ -295,7 +295,7 @@ class Engine:
             if request.save_images and options.samples_save:
                 path = outputs.save_image(out.image, kind=_kind(request), seed=out.seed, prompt=out.prompt,
                                           infotext=text, settings=save_settings(options, request),
-                                          base_dir=self._paths.outputs_dir)
+                                          base_dir=self._paths.outputs_dir, params=params, request=request)
                 result.saved_paths.append(str(path))
                 if self._on_image_saved is not None:
                     self._on_image_saved(SavedImage(job, out, str(path), text))
@@ -318,7 +318,8 @@ class Engine:
         if request.save_images:
             path = outputs.save_image(result.grid, kind=_kind(request), seed=result.seeds[0], prompt=request.prompt,
                                       infotext=result.infotexts[0], settings=save_settings(options, request),
-                                      base_dir=self._paths.outputs_dir, is_grid=True)
+                                      base_dir=self._paths.outputs_dir, is_grid=True,
+                                      params=result.params[0], request=request)
             result.grid_path = str(path)
 
     def _finish(self, job: JobState, started: float) -> None:

@@ -91,13 +91,40 @@ def resize_image(image: Image.Image, width: int, height: int, mode: ResizeMode) 
     return canvas
 
 
+# The mask rules, one home for the engine, the API and the UI (torch-free: webui/ imports them).
+MASK_THRESHOLD = 128  # a mask pixel at or above it is repainted
+
+
+def mask_channel(mask: Image.Image) -> Image.Image:
+    """The 'L' mask an uploaded mask image stands for, A1111's rule (create_binary_mask): a mask
+    with transparency is its alpha channel (transparent = keep), any other its luminance (white =
+    repaint). Not thresholded: `binary_mask` does that, after any resize."""
+    if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
+        rgba = mask.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema() != (255, 255):
+            return alpha
+        return rgba.convert("L")
+    return mask.convert("L")
+
+
+def mask_from_layers(layers: list[Image.Image], size: tuple[int, int]) -> Optional[Image.Image]:
+    """The mask painted in an image editor's layers: every pixel any stroke touched (alpha > 0) is
+    repainted, whatever its colour. None when nothing was painted."""
+    alpha = np.zeros((size[1], size[0]), dtype=np.uint8)
+    for layer in layers:
+        layer = layer.convert("RGBA")
+        if layer.size != size:
+            layer = layer.resize(size)
+        alpha = np.maximum(alpha, np.asarray(layer.getchannel("A")))
+    if not alpha.any():
+        return None
+    return Image.fromarray(np.where(alpha > 0, 255, 0).astype(np.uint8), mode="L")
+
+
 def binary_mask(mask: Image.Image, invert: bool = False) -> Image.Image:
-    """'L' mask, 255 = repaint. Alpha masks (transparent = keep) are honoured."""
-    if mask.mode in ("RGBA", "LA"):
-        alpha = mask.getchannel("A")
-        grey = mask.convert("L")
-        mask = Image.fromarray(np.minimum(np.asarray(alpha), np.asarray(grey)))
-    mask = mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
+    """'L' mask, 255 = repaint: `mask_channel`, then thresholded at MASK_THRESHOLD."""
+    mask = mask_channel(mask).point(lambda v: 255 if v >= MASK_THRESHOLD else 0)
     return ImageOps.invert(mask) if invert else mask
 
 

@@ -198,3 +198,77 @@ def test_options_switch_the_default_model(client):
         assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": MODEL_A}).status_code == 200
     _, info = txt2img(client, seed=1)
     assert info["sd_model_name"] == MODEL_A
+
+
+# ---------------------------------------------------------------------------------------------
+# one encoder, one record, one mask rule for the API, the saved files and the UI
+
+
+def test_api_images_are_the_saved_files_bytes(client, ctx):
+    import base64
+
+    outputs = ctx.paths.outputs_dir
+    before = set(outputs.rglob("*.png")) if outputs.exists() else set()
+    body, info = txt2img(client, seed=21, batch_size=2, save_images=True)
+    new = set(outputs.rglob("*.png")) - before
+    grids = [p for p in new if p.name.startswith("grid-")]
+    images = sorted(p for p in new if p not in grids)
+    assert len(grids) == 1 and len(images) == 2
+    sent = [base64.b64decode(b64) for b64 in body["images"]]  # grid first, then the images
+    assert sent[0] == grids[0].read_bytes()
+    assert sent[1:] == [p.read_bytes() for p in images]
+    assert [read_infotext(decode(b)) for b in body["images"][1:]] == info["infotexts"][1:]
+
+
+def test_info_is_read_from_the_structured_params(client):
+    body = {"init_images": [b64_png(picture())], "mask": b64_png(centre_mask()), "mask_blur": 3,
+            "inpaint_full_res": True, "inpaint_full_res_padding": 8, "seed": 4, **FAST}
+    response = client.post("/sdapi/v1/img2img", json=body)
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    extra = info["extra_generation_params"]
+    # typed values, as A1111's p.extra_generation_params holds them (not text parsed back)
+    assert extra["Mask blur"] == 3 and extra["Masked area padding"] == 8
+    assert extra["Inpaint area"] == "Only masked" and "Steps" not in extra and "Seed" not in extra
+    text = info["infotexts"][0]
+    assert f"Model hash: {info['sd_model_hash']}" in text and f"Model: {info['sd_model_name']}" in text
+
+
+def _masks() -> dict:
+    from PIL import Image
+
+    grey = Image.new("L", (64, 64), 0)
+    grey.paste(128, (8, 8, 32, 32))  # the threshold itself: the UI used to drop it, the API kept it
+    grey.paste(200, (32, 32, 56, 56))
+    soft_alpha = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    soft_alpha.paste((0, 0, 0, 128), (8, 8, 40, 40))
+    opaque = grey.convert("RGBA")
+    palette = grey.convert("P")
+    palette.info["transparency"] = 0
+    la = Image.merge("LA", (grey, grey))
+    return {"grey": grey, "soft_alpha": soft_alpha, "opaque_rgba": opaque, "palette": palette, "la": la}
+
+
+@pytest.mark.parametrize("name", ["grey", "soft_alpha", "opaque_rgba", "palette", "la"])
+def test_api_and_ui_read_one_uploaded_mask_alike(ctx, tmp_path, name):
+    from PIL import Image
+
+    from modules.api import schemas
+    from modules.api.service import ApiService
+    from modules.processing import image_ops
+
+    mask = _masks()[name]
+    path = tmp_path / "mask.png"
+    mask.save(path)
+    body = schemas.Img2ImgRequest(init_images=[b64_png(picture())], mask=b64_png(Image.open(path)), **FAST)
+    api_mask = ApiService(ctx).prepare(body, is_img2img=True).request.inpaint.mask
+    with Image.open(path) as opened:  # gradio hands the Inpaint upload tab an RGBA image
+        ui_mask = image_ops.mask_channel(opened.convert("RGBA"))
+    with image_ops.open_image(path, 10**7) as opened:  # the Batch tab reads the file itself
+        batch_mask = image_ops.mask_channel(opened)
+    assert api_mask.mode == ui_mask.mode == batch_mask.mode == "L"
+    assert np.array_equal(np.asarray(api_mask), np.asarray(ui_mask))
+    assert np.array_equal(np.asarray(api_mask), np.asarray(batch_mask))
+    # and the engine repaints exactly the pixels at or above the threshold
+    hard = np.asarray(image_ops.binary_mask(api_mask))
+    assert np.array_equal(hard > 0, np.asarray(api_mask) >= image_ops.MASK_THRESHOLD)
