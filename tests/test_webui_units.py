@@ -220,3 +220,17 @@ def test_save_and_zip_write_the_shared_png_and_log_the_structured_params(tmp_pat
     archive = output_panel.zip_items(env, shown)
     with zipfile.ZipFile(archive) as zf:
         assert [zf.read(name) for name in sorted(zf.namelist())] == [p.read_bytes() for p in saved]
+
+
+def test_token_counter_counts_an_embedding_as_its_vectors():
+    """As the engine does: a trigger word takes as many tokens as its embedding has vectors."""
+    from modules.extensions.hooks import NetworkCard
+    from webui.token_counter import count_tokens, triggers_from_cards
+
+    cards = [NetworkCard(kind="Textual Inversion", name="shinyfoo", prompt_text="shinyfoo", metadata={"vectors": 8}),
+             NetworkCard(kind="Lora", name="cat", prompt_text="<lora:cat:1>")]
+    triggers = triggers_from_cards(cards)
+    assert count_tokens("a shinyfoo cat", triggers=triggers) == (10, 75)
+    assert count_tokens("a shinyfoo cat")[0] < 10  # without the embeddings: its word pieces
+    assert count_tokens("a cat", triggers=triggers) == count_tokens("a cat")  # "cat" is a LoRA card, not TI
+    assert triggers_from_cards(cards[1:]) is None

@@ -81,6 +81,7 @@ def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
             toprow.wire_style_saving(env, row)
         _wire_send_to(ui)
         _wire_page_load(ui, demo)
+    env.blocks = demo
     for problem in env.ui_config.errors:
         log.warning("ui-config: %s", problem)
     try:
@@ -245,7 +246,7 @@ def _wire_page_load(ui: Ui, demo: gr.Blocks) -> None:
 
 def head_html(theme: Optional[str] = None, tips_by_id: Optional[dict[str, str]] = None) -> str:
     """Page scripts; `tips_by_id` (elem_id → text) become the tool buttons' titles."""
-    script = (ASSETS / "keyboard.js").read_text(encoding="utf-8")
+    script = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("keyboard.js", "extra_networks.js"))
     tips = json.dumps(tips_by_id or {}, ensure_ascii=False).replace("</", "<\\/")
     parts = [f"<script>window.SD_WEBUI_TOOLTIPS = {tips};</script>", f"<script>{script}</script>"]
     if theme in ("light", "dark"):

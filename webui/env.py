@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Optional, TYPE_CHECKING, Any, Callable, TypeVar
 
 from modules.styles import StyleDatabase
 from modules.ui_config import UiConfig
@@ -23,6 +23,10 @@ class UiEnv:
     style_dropdowns: list = field(default_factory=list)
     # Folders the server may hand to the browser besides cwd and the temp dir (launch's allowed_paths).
     served_roots: list = field(default_factory=list)
+    # The built page (set by build_ui): preview files of Extra Networks cards join its allowed paths.
+    blocks: Any = None
+    # (when read, trigger words) of the textual-inversion embeddings, for the token counters.
+    embedding_triggers: Optional[tuple[float, Any]] = None
 
     def component(self, cls: Callable[..., T], tab: str, label: str, **kwargs: Any) -> T:
         """A control whose defaults the user can change in ui-config.json ("tab/label/value")."""

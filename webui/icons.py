@@ -33,6 +33,9 @@ _ICONS: dict[str, tuple[str, str]] = {
     "🗃️": ("zip", '<rect x="3" y="4" width="18" height="5" rx="1"/><path d="M5 9v11h14V9"/><path d="M10 13h4"/>'),
     "🖼️": ("image", '<rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="9.5" r="1.8"/>'
                     '<path d="M3 17l5-5 4 4 3-3 6 6"/>'),
+    "🎴": ("extra-networks", '<rect x="3" y="6" width="11" height="15" rx="1.5"/>'
+                              '<path d="M7 6V4.5A1.5 1.5 0 0 1 8.5 3h11A1.5 1.5 0 0 1 21 4.5v12a1.5 1.5 0 0 1-1.5 1.5H14"/>'
+                              '<path d="M6 17l2.5-3.5 2 2.5"/><circle cx="10.5" cy="10" r="1"/>'),
     "🎨": ("inpaint", '<path d="M12 3a9 9 0 1 0 0 18c1.4 0 2-1 1.6-2.2-.5-1.5.5-2.8 2-2.8H18a3 3 0 0 0 3-3'
                       'c0-5.5-4-10-9-10z"/><circle cx="7.5" cy="11" r="1.4"/><circle cx="10.5" cy="7" r="1.4"/>'
                       '<circle cx="15.5" cy="7.5" r="1.4"/>'),

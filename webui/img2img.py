@@ -15,7 +15,7 @@ from modules.image_files import encode_png
 from modules.processing import image_ops
 from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode
 from modules.generation.result import GenerationResult
-from webui import extension_controls, output_panel, params, toprow
+from webui import extension_controls, extra_networks, output_panel, params, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
 from webui.txt2img import common_fields
@@ -67,10 +67,12 @@ class Img2ImgTab:
     seed: params.SeedControls
     panel: output_panel.OutputPanel
     extensions: extension_controls.ExtensionControls
+    extra_networks: extra_networks.ExtraNetworksPanel
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
     row = toprow.build(env, TAB)
+    extra = extra_networks.build(env, TAB)
     mode = gr.State("img2img")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=360, elem_id=f"{TAB}_settings"):
@@ -141,11 +143,12 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
     inpaint = InpaintControls(inpaint_group, mask_blur, mask_mode, masked_content, inpaint_area, padding)
     tab = Img2ImgTab(row, mode, subtabs, init_img, sketch, inpaint_editor, brush_size, inpaint_image, inpaint_mask,
                      batch_input_dir, batch_output_dir, batch_mask_dir, resize_mode, inpaint, sampler, size, batch,
-                     denoising_strength, seed, panel, extensions)
+                     denoising_strength, seed, panel, extensions, extra)
     for name, subtab in zip(MODES, (t_img2img, t_sketch, t_inpaint, t_upload, t_batch)):
         subtab.select(lambda m=name: (m, gr.Group(visible=m in ("inpaint", "inpaint_upload", "batch"))), None,
                       [mode, inpaint_group], show_progress="hidden", queue=False)
     toprow.wire(env, row, sampler.steps)
+    extra_networks.wire(env, extra, row.extra_networks)
     _wire(env, tab, quick)
     _wire_brush(tab)
     return tab

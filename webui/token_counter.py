@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from typing import Iterable, Optional
 
+from modules.extensions.hooks import NetworkCard
 from modules.paths import CLIP_TOKENIZER_DIR
 from modules.processing import prompt_chunks
 
@@ -43,9 +45,21 @@ def _pieces(text: str) -> prompt_chunks.TokenPieces:
     return prompt_chunks.token_pieces(text, _tokenize)
 
 
-def count_tokens(prompt: str, steps: int = 20) -> tuple[int, int]:
+EMBEDDING_KIND = "Textual Inversion"  # the Extra Networks card kind of textual-inversion embeddings
+
+
+def triggers_from_cards(cards: Iterable[NetworkCard]) -> Optional[prompt_chunks.TriggerWords]:
+    """The embeddings among Extra Networks cards, each counting as its number of vectors (as the
+    engine counts them); None when there are none."""
+    vectors = {c.name: int(c.metadata.get("vectors", 0) or 0) for c in cards if c.kind == EMBEDDING_KIND}
+    vectors = {name: n for name, n in vectors.items() if n > 0}
+    return prompt_chunks.TriggerWords(vectors, _tokenize) if vectors else None
+
+
+def count_tokens(prompt: str, steps: int = 20,
+                 triggers: Optional[prompt_chunks.TriggerWords] = None) -> tuple[int, int]:
     """(tokens, capacity) for the longest text the prompt's schedule produces."""
-    count = prompt_chunks.count_tokens(prompt or "", steps, _pieces, _comma_token())
+    count = prompt_chunks.count_tokens(prompt or "", steps, _pieces, _comma_token(), triggers=triggers)
     return count.used, count.limit
 
 
@@ -62,9 +76,9 @@ def counter_text(prompt: str, steps: int = 20) -> str:
     return f"{count}/{capacity}"
 
 
-def counter_html(prompt: str, steps: int = 20) -> str:
+def counter_html(prompt: str, steps: int = 20, triggers: Optional[prompt_chunks.TriggerWords] = None) -> str:
     try:
-        count, capacity = count_tokens(prompt, steps)
+        count, capacity = count_tokens(prompt, steps, triggers)
     except Exception:  # a counter must never break typing
         return "<span class='token-count'>?/75</span>"
     warn = " token-overflow" if capacity > CHUNK else ""

@@ -3,6 +3,8 @@ Interrupt / Skip, and the styles tools (dropdown, apply, edit and save from the 
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -11,6 +13,10 @@ from modules.styles import PromptStyle
 from webui import token_counter
 from webui.common import error, tool_button
 from webui.env import UiEnv
+from webui.loaded_extensions import loaded_extensions
+
+log = logging.getLogger(__name__)
+TRIGGERS_TTL_S = 5.0
 
 PROMPT_PLACEHOLDER = "Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"
 NEGATIVE_PLACEHOLDER = "Negative prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)"
@@ -36,6 +42,7 @@ class Toprow:
     style_save: gr.Button
     style_delete: gr.Button
     style_message: gr.Markdown
+    extra_networks: gr.Button  # 🎴 shows/hides the Extra Networks panel (webui/extra_networks.py)
 
 
 def build(env: UiEnv, tab: str) -> Toprow:
@@ -69,6 +76,7 @@ def build(env: UiEnv, tab: str) -> Toprow:
                                            f"{tab}_style_apply")
                 edit_styles = tool_button("🖌️", "Edit styles: save the current prompt as a style",
                                           f"{tab}_style_edit")
+                extra_networks = tool_button("🎴", "Show/hide extra networks", f"{tab}_extra_networks")
             styles = gr.Dropdown(label="Styles", choices=env.styles.names(), value=[], multiselect=True,
                                  elem_id=f"{tab}_styles", show_label=True)
             with gr.Group(visible=False, elem_id=f"{tab}_style_editor") as style_editor:
@@ -81,15 +89,18 @@ def build(env: UiEnv, tab: str) -> Toprow:
                 style_message = gr.Markdown("", elem_id=f"{tab}_style_message")
     row = Toprow(tab, prompt, negative_prompt, prompt_tokens, negative_tokens, generate, interrupt, skip,
                  paste, clear, apply_styles, edit_styles, styles, style_editor, style_name, style_save,
-                 style_delete, style_message)
+                 style_delete, style_message, extra_networks)
     env.style_dropdowns.append(styles)
     return row
 
 
 def wire(env: UiEnv, row: Toprow, steps: gr.Slider) -> None:
     """Events that stay inside the prompt row (counters, clear, styles)."""
+    def count(prompt: str, steps_value: int) -> str:
+        return token_counter.counter_html(prompt, steps_value, triggers=embedding_triggers(env))
+
     for box, counter in ((row.prompt, row.prompt_tokens), (row.negative_prompt, row.negative_tokens)):
-        box.change(token_counter.counter_html, [box, steps], counter, show_progress="hidden",
+        box.change(count, [box, steps], counter, show_progress="hidden",
                    trigger_mode="always_last", concurrency_limit=None, queue=False)
 
     row.clear.click(lambda: ("", ""), None, [row.prompt, row.negative_prompt], show_progress="hidden",
@@ -151,3 +162,21 @@ def wire_style_saving(env: UiEnv, row: Toprow) -> None:
                          [row.style_message, *dropdowns], show_progress="hidden")
     row.style_delete.click(delete, [row.style_name, row.styles], [row.style_message, *dropdowns],
                            show_progress="hidden")
+
+
+def embedding_triggers(env: UiEnv):
+    """Textual-inversion trigger words for the token counter, from the loaded extensions' cards
+    (read again at most every few seconds: a keystroke must not rescan folders)."""
+    now = time.monotonic()
+    cached = env.embedding_triggers
+    if cached is not None and now - cached[0] < TRIGGERS_TTL_S:
+        return cached[1]
+    cards = []
+    for ext in loaded_extensions(env.ctx).extension_set:
+        try:
+            cards += ext.network_cards()
+        except Exception:  # a broken extension must not break typing
+            log.debug("network_cards of %s failed", ext.name, exc_info=True)
+    triggers = token_counter.triggers_from_cards(cards)
+    env.embedding_triggers = (now, triggers)
+    return triggers

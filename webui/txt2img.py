@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from modules.generation.request import GenerationRequest, Mode
-from webui import extension_controls, output_panel, params, toprow
+from webui import extension_controls, extra_networks, output_panel, params, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
 
@@ -23,10 +23,12 @@ class Txt2ImgTab:
     seed: params.SeedControls
     panel: output_panel.OutputPanel
     extensions: extension_controls.ExtensionControls
+    extra_networks: extra_networks.ExtraNetworksPanel
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
     row = toprow.build(env, TAB)
+    extra = extra_networks.build(env, TAB)
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(scale=1, elem_id=f"{TAB}_settings", min_width=360):
             sampler = params.sampler_controls(env, TAB)
@@ -36,8 +38,9 @@ def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
             extensions = extension_controls.build(env, TAB, is_img2img=False)
         with gr.Column(scale=1, min_width=360):
             panel = output_panel.build(env, TAB)
-    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel, extensions)
+    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel, extensions, extra)
     toprow.wire(env, row, sampler.steps)
+    extra_networks.wire(env, extra, row.extra_networks)
     _wire(env, tab, quick)
     return tab
 

@@ -32,7 +32,22 @@ def _build(ctx: "AppContext"):
     service = ApiService(ctx)
     mapper = ErrorMapper(lambda kind: service.valid_names(kind))
     auth = make_auth_dependency(credentials_from_args(ctx.args))
-    return service, build_router(service, mapper, auth), auth
+    router = build_router(service, mapper, auth)
+    add_extension_routes(router, ctx)
+    return service, router, auth
+
+
+def add_extension_routes(router, ctx: "AppContext") -> None:
+    """Routes of typed extensions (`JobExtension.api_router`, e.g. /loras) join /sdapi/v1, so the
+    same auth and error mapping cover them."""
+    loaded = getattr(ctx, "extensions", None)
+    for ext in (loaded.extension_set if loaded is not None else ()):
+        extra = ext.api_router()
+        for route in (extra.routes if extra is not None else ()):
+            # re-added on our router, so its route class (the error mapping) and auth apply
+            router.add_api_route(route.path, route.endpoint, methods=list(route.methods), name=route.name,
+                                 response_model=route.response_model, dependencies=route.dependencies,
+                                 summary=route.summary, description=route.description)
 
 
 def mount_api(app: "FastAPI", ctx: "AppContext") -> "ApiService":

@@ -117,7 +117,8 @@ def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callab
     def memory():
         return service.memory()
 
-    # Not built yet: honest empty answers in A1111's shapes.
+    # Not built yet: honest empty answers in A1111's shapes. (/embeddings, /refresh-embeddings and
+    # /hypernetworks: extensions-builtin/textual-inversion.)
     @router.get("/upscalers", response_model=list[schemas.UpscalerItem])
     def upscalers():
         return []
@@ -129,10 +130,6 @@ def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callab
     @router.get("/face-restorers", response_model=list[schemas.FaceRestorerItem])
     def face_restorers():
         return []
-
-    @router.get("/embeddings", response_model=schemas.EmbeddingsResponse)
-    def embeddings():
-        return schemas.EmbeddingsResponse()
 
     @router.get("/scripts", response_model=schemas.ScriptsList)
     def scripts():

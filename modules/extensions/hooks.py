@@ -75,6 +75,30 @@ class OutputImage:
     extra_params: dict[str, Any] = field(default_factory=dict)  # infotext fields for this image only
 
 
+@dataclass(frozen=True)
+class ExtensionEnvironment:
+    """What an extension gets once at start-up (`JobExtension.setup`): where things live, the flags
+    and the settings. Typed loosely here so this module stays free of app imports."""
+
+    paths: Any  # modules.paths.Paths
+    args: Any  # argparse.Namespace (preload.py flags included)
+    settings: Any  # modules.settings.SettingsStore
+
+
+@dataclass(frozen=True)
+class NetworkCard:
+    """One card of the Extra Networks panel (a LoRA, an embedding...): torch-free data for the UI."""
+
+    kind: str  # the tab it shows under: "Lora", "Textual Inversion"
+    name: str
+    prompt_text: str  # what a click adds to the prompt: "<lora:name:1>", "name"
+    path: str = ""
+    preview: str = ""  # an image file beside the model ("name.png" / "name.preview.png"), "" if none
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)  # e.g. the safetensors header's ss_* fields
+    search_terms: tuple[str, ...] = ()
+
+
 class JobExtension:
     """Base class for extensions that attach to jobs. Override only the hooks you need.
 
@@ -87,6 +111,7 @@ class JobExtension:
     Args: ClassVar[type[BaseModel]] = NoArgs
     sort_order: ClassVar[int] = 0  # lower runs first; ties keep load order
     extra_network: ClassVar[str] = ""  # the prompt tag kind it consumes: "lora" for <lora:name:1>
+    extra_network_aliases: ClassVar[tuple[str, ...]] = ()  # other kinds it also takes ("lyco")
     # Runs on every job, with default Args when the request does not name it (A1111's
     # AlwaysVisible scripts; extra-network handlers, whose tags may appear in any prompt).
     always_on: ClassVar[bool] = False
@@ -120,6 +145,22 @@ class JobExtension:
     def ui(self, is_img2img: bool) -> list[Any]:
         """Gradio components, one per Args field in field order (imported inside; webui/ only)."""
         return []
+
+    # ---- app-level (not per job): start-up, HTTP routes, Extra Networks cards
+    def setup(self, env: ExtensionEnvironment) -> None:
+        """Called once at start-up, before any job (find model folders, read flags)."""
+
+    def api_router(self) -> Any:
+        """A fastapi.APIRouter whose routes join /sdapi/v1 behind its auth and error mapping
+        (e.g. GET /loras); None for none."""
+        return None
+
+    def network_cards(self) -> list[NetworkCard]:
+        """Cards for the Extra Networks panel; read again on every refresh."""
+        return []
+
+    def refresh(self) -> None:
+        """Re-scan whatever `network_cards` lists (the panel's and the API's refresh)."""
 
     # ---- hooks (see the module docstring for the order)
     def process(self, job: "JobState", args: BaseModel) -> None:
@@ -157,4 +198,5 @@ def overrides(extension: JobExtension, hook: str) -> bool:
     return getattr(type(extension), hook) is not getattr(JobExtension, hook)
 
 
-__all__ = ["JobExtension", "NoArgs", "UNetStep", "OutputImage", "HOOK_NAMES", "overrides"]
+__all__ = ["JobExtension", "NoArgs", "UNetStep", "OutputImage", "ExtensionEnvironment", "NetworkCard", "HOOK_NAMES",
+           "overrides"]

@@ -83,6 +83,11 @@ class ExtensionSet:
         if extension.title:
             self._by_key.setdefault(_key(extension.title), extension)
 
+    def remove(self, name: str) -> None:
+        ext = self.get(name)
+        self._ordered.remove(ext)
+        self._by_key = {k: v for k, v in self._by_key.items() if v is not ext}
+
     def __iter__(self):
         return iter(self._ordered)
 
@@ -115,7 +120,7 @@ class ExtensionSet:
     @property
     def extra_network_kinds(self) -> frozenset[str]:
         """Prompt tag kinds some loaded extension handles (others are reported as unknown)."""
-        return frozenset(e.extra_network for e in self._ordered if e.extra_network)
+        return frozenset(kind for e in self._ordered for kind in (e.extra_network, *e.extra_network_aliases) if kind)
 
     def for_request(self, requested: Mapping[str, Any], is_img2img: bool = False) -> "JobHooks":
         """The job's extensions: those the request names (enabled by their Args) and the always-on

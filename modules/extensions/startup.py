@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from modules.extensions.a1111_adapter import A1111ScriptExtension, LoadedScripts, load_a1111_scripts
 from modules.extensions.discovery import ExtensionSwitches, discover_extensions
-from modules.extensions.hooks import JobExtension
+from modules.extensions.hooks import ExtensionEnvironment, JobExtension
 from modules.extensions.installer import run_installers
 from modules.extensions.runner import ExtensionSet
 from modules.extensions.types import ExtensionCatalog, ExtensionError, ExtensionFile
@@ -71,6 +71,27 @@ def _add_typed(catalog: ExtensionCatalog, file: ExtensionFile, module: ModuleTyp
             log.error("%s\n%s", error, error.traceback)
 
 
+def _set_up(extension_set: ExtensionSet, env: ExtensionEnvironment, catalog: ExtensionCatalog,
+            errors: list[ExtensionError]) -> None:
+    """Each typed extension's `setup`; one that fails is listed by name and left out of the set."""
+    for ext in list(extension_set):
+        if isinstance(ext, A1111ScriptExtension):
+            continue
+        try:
+            ext.setup(env)
+        except Exception as exc:  # noqa: BLE001 - reported by name; the other extensions load
+            owner = next((e for e in catalog.extensions
+                          if Path(inspect.getfile(type(ext))).resolve().is_relative_to(e.path.resolve())), None)
+            error = ExtensionError(owner.name if owner else ext.name, "import",
+                                   f"extension {ext.name!r} failed in setup: {type(exc).__name__}: {exc}",
+                                   traceback=traceback.format_exc())
+            if owner is not None:
+                owner.errors.append(error)
+            errors.append(error)
+            extension_set.remove(ext.name)
+            log.error("%s\n%s", error, error.traceback)
+
+
 def _carry_preload_errors(catalog: ExtensionCatalog, preloaded: Optional[ExtensionCatalog]) -> None:
     """preload.py ran (while the flags were parsed) on an earlier look at the same folders; its
     failures belong in the list the app shows."""
@@ -98,6 +119,7 @@ def load_extensions(paths: "Paths", settings: "SettingsStore", args: argparse.Na
     scripts.add_to(extension_set)
     for file, module in scripts.modules:
         _add_typed(catalog, file, module, extension_set, scripts.errors)
+    _set_up(extension_set, ExtensionEnvironment(paths=paths, args=args, settings=settings), catalog, scripts.errors)
     active = [e.name for e in catalog.active()]
     log.info("extensions: %d loaded (%s), %d job extension(s): %s", len(active), ", ".join(active) or "none",
              len(extension_set), ", ".join(extension_set.names) or "none")

@@ -8,6 +8,10 @@ skip, and SDXL's two encoders plus pooled embedding.
 `ScheduledConditioning` adds prompt editing and alternation for a batch: ``at(step)`` gives the
 batched conditioning for a sampling step and hands back the very same object while nothing changes.
 
+`EmbeddingTable` carries textual-inversion vectors into an encoding: a trigger word in the prompt
+becomes its embedding's vectors in place of the token embeddings the text encoder would look up
+(spliced in by a forward hook on the token-embedding layer for the one call, then removed).
+
 `make_same_length` pads a positive/negative pair to the same number of chunks so they can go through
 the UNet in one CFG batch.
 
@@ -18,8 +22,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Hashable, Iterator, Optional, Sequence
 
 import torch
 
@@ -29,6 +34,7 @@ from modules.processing.prompt_chunks import (
     COMMA_BACKTRACK,
     PromptChunk,
     TokenCount,
+    TriggerWords,
     split_into_chunks,
 )
 from modules.processing.prompt_parser import PromptSchedule
@@ -39,6 +45,8 @@ __all__ = [
     "EMPHASIS_MODES",
     "TokenCount",
     "Conditioning",
+    "PromptEmbedding",
+    "EmbeddingTable",
     "PromptChunk",
     "split_into_chunks",
     "PromptEncoder",
@@ -63,6 +71,7 @@ class Conditioning:
     embeds: torch.Tensor
     pooled: Optional[torch.Tensor] = None
     empty_chunk: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
+    embeddings_used: frozenset[str] = frozenset()  # textual-inversion names whose vectors went in
 
     @property
     def batch_size(self) -> int:
@@ -81,7 +90,8 @@ class Conditioning:
             raise ValueError("cannot pad this conditioning: it carries no empty_chunk encoding")
         filler = self.empty_chunk.to(self.embeds.device, self.embeds.dtype)
         filler = filler.expand(self.batch_size, -1, -1).repeat(1, missing, 1)
-        return Conditioning(torch.cat([self.embeds, filler], dim=1), self.pooled, self.empty_chunk)
+        return Conditioning(torch.cat([self.embeds, filler], dim=1), self.pooled, self.empty_chunk,
+                            self.embeddings_used)
 
     @staticmethod
     def cat(items: Sequence["Conditioning"]) -> "Conditioning":
@@ -97,7 +107,8 @@ class Conditioning:
         if any(has_pooled) and not all(has_pooled):
             raise ValueError("Conditioning.cat: some items have a pooled embedding and some do not")
         pooled = torch.cat([c.pooled for c in padded], dim=0) if all(has_pooled) else None
-        return Conditioning(embeds, pooled, items[0].empty_chunk)
+        used = frozenset().union(*(c.embeddings_used for c in items))
+        return Conditioning(embeds, pooled, items[0].empty_chunk, used)
 
 
 def make_same_length(cond: Conditioning, uncond: Conditioning) -> tuple[Conditioning, Conditioning]:
@@ -108,6 +119,41 @@ def make_same_length(cond: Conditioning, uncond: Conditioning) -> tuple[Conditio
 
 
 # Tokens to chunks: modules/processing/prompt_chunks.py (shared with the UI's token counter)
+
+
+# --------------------------------------------------------------------------------------------------
+# Textual-inversion vectors for an encoding
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEmbedding:
+    """One textual-inversion embedding ready for a model: `vectors[i]` is ``[n, width_i]`` for the
+    model's i-th text encoder. `identity` changes whenever the vectors do (the file's hash)."""
+
+    name: str
+    vectors: tuple[torch.Tensor, ...]
+    identity: Hashable
+
+    @property
+    def count(self) -> int:
+        return int(self.vectors[0].shape[0])
+
+
+class EmbeddingTable:
+    """The trigger words a job's prompts may use (name -> `PromptEmbedding`), A1111's embedding
+    database as one immutable value. `identity` names its content: the encoder's cache keys on it,
+    so a table with other vectors never gets an encoding made with the old ones."""
+
+    def __init__(self, embeddings: Sequence[PromptEmbedding] = ()) -> None:
+        self.by_name: dict[str, PromptEmbedding] = {e.name: e for e in embeddings}
+        self.identity: Hashable = tuple(sorted((e.name, e.identity) for e in self.by_name.values()))
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def vector_counts(self) -> dict[str, int]:
+        return {name: e.count for name, e in self.by_name.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,8 +187,9 @@ class PromptEncoder:
         self.emphasis = emphasis
         self.comma_backtrack = comma_backtrack
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, int], Conditioning] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, Hashable, Hashable], Conditioning] = OrderedDict()
         self._lock = threading.RLock()  # the UI thread and the worker may share one encoder
+        self._triggers: OrderedDict[Hashable, TriggerWords] = OrderedDict()  # per EmbeddingTable identity
 
         tok = self.tokenizers[0]
         self.bos_id = tok.bos_token_id
@@ -175,52 +222,76 @@ class PromptEncoder:
         return self.tokenizers[0](texts, truncation=False, add_special_tokens=False,
                                   verbose=False)["input_ids"]
 
-    def chunks(self, text: str) -> tuple[list[PromptChunk], int]:
-        """The 75-token chunks of `text` and A1111's token count."""
-        return split_into_chunks(self._pieces(text), self.comma_id, self.comma_backtrack)
+    def trigger_words(self, embeddings: Optional[EmbeddingTable]) -> Optional[TriggerWords]:
+        """The token-id matcher of a table's trigger words (kept for the last few tables)."""
+        if not embeddings:
+            return None
+        with self._lock:
+            found = self._triggers.get(embeddings.identity)
+            if found is None:
+                found = TriggerWords(embeddings.vector_counts(), self._tokenize)
+                self._triggers[embeddings.identity] = found
+                while len(self._triggers) > 4:
+                    self._triggers.popitem(last=False)
+            else:
+                self._triggers.move_to_end(embeddings.identity)
+            return found
 
-    def count_tokens(self, text: str, steps: int = 20) -> TokenCount:
+    def chunks(self, text: str, embeddings: Optional[EmbeddingTable] = None) -> tuple[list[PromptChunk], int]:
+        """The 75-token chunks of `text` and A1111's token count (an embedding counts its vectors)."""
+        return split_into_chunks(self._pieces(text), self.comma_id, self.comma_backtrack,
+                                 self.trigger_words(embeddings))
+
+    def count_tokens(self, text: str, steps: int = 20, embeddings: Optional[EmbeddingTable] = None) -> TokenCount:
         """A1111's ``used/limit`` counter, by the rules the UI's counter uses too
         (`prompt_chunks.count_tokens`: extra-network tags out, prompt editing resolved)."""
-        return prompt_chunks.count_tokens(text, steps, self._pieces, self.comma_id, self.comma_backtrack)
+        return prompt_chunks.count_tokens(text, steps, self._pieces, self.comma_id, self.comma_backtrack,
+                                          self.trigger_words(embeddings))
 
     # ---- encoding --------------------------------------------------------------------------------
 
-    def encode(self, text: str, clip_skip: int = 1) -> Conditioning:
-        """Encode one text (no scheduling): ``embeds [1, 77*k, D]``, ``pooled [1, P]`` for SDXL."""
-        key = (text, int(clip_skip))
+    def encode(self, text: str, clip_skip: int = 1, state: Hashable = (),
+               embeddings: Optional[EmbeddingTable] = None) -> Conditioning:
+        """Encode one text (no scheduling): ``embeds [1, 77*k, D]``, ``pooled [1, P]`` for SDXL.
+
+        `state` names what is patched into the text encoder(s) right now (LoRA weights:
+        `BatchState.text_encoder_state`); `embeddings` are the textual-inversion trigger words the
+        text may use. The cache keeps each state and each table's identity apart."""
+        key = (text, int(clip_skip), state, embeddings.identity if embeddings else None)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-            chunks, _ = self.chunks(text)
-            cond = self._encode_chunks(chunks, int(clip_skip))
+            chunks, _ = self.chunks(text, embeddings)
+            cond = self._encode_chunks(chunks, int(clip_skip), embeddings)
             cond.empty_chunk = (cond.embeds[:, :CHUNK_TOKENS] if text == ""
-                                else self.empty_chunk(clip_skip))
+                                else self.empty_chunk(clip_skip, state))
             self._cache[key] = cond
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
             return cond
 
-    def empty_chunk(self, clip_skip: int = 1) -> torch.Tensor:
+    def empty_chunk(self, clip_skip: int = 1, state: Hashable = ()) -> torch.Tensor:
         """``[1, 77, D]``: the encoding of an empty prompt, used to pad to a common length."""
-        return self.encode("", clip_skip).embeds
+        return self.encode("", clip_skip, state).embeds
 
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
 
     @torch.no_grad()
-    def _encode_chunks(self, chunks: list[PromptChunk], clip_skip: int) -> Conditioning:
+    def _encode_chunks(self, chunks: list[PromptChunk], clip_skip: int,
+                       embeddings: Optional[EmbeddingTable] = None) -> Conditioning:
         weights = torch.tensor([[1.0] + c.weights + [1.0] * (CHUNK_TOKENS - 1 - len(c.weights))
                                 for c in chunks], dtype=torch.float32)
         features, pooled = [], None
-        for encoder, pad_id in zip(self.text_encoders, self.pad_ids):
+        for index, (encoder, pad_id) in enumerate(zip(self.text_encoders, self.pad_ids)):
             ids = torch.tensor([[self.bos_id] + c.tokens + [self.eos_id]
                                 + [pad_id] * (CHUNK_TOKENS - 2 - len(c.tokens)) for c in chunks],
                                dtype=torch.long, device=_device_of(encoder))
-            out = encoder(input_ids=ids, output_hidden_states=True)
+            with _spliced_vectors(encoder, chunks, embeddings, index):
+                out = encoder(input_ids=ids, output_hidden_states=True)
             z = self._select_layer(encoder, out, clip_skip)
             features.append(self._apply_weights(z, weights))
             if self.is_xl and getattr(out, "text_embeds", None) is not None:
@@ -229,7 +300,8 @@ class PromptEncoder:
         embeds = z.reshape(1, -1, z.shape[-1]).to(self.device, self.dtype)
         if pooled is not None:
             pooled = pooled.to(self.device, self.dtype)
-        return Conditioning(embeds, pooled)
+        used = frozenset(slot.name for c in chunks for slot in c.embeddings)
+        return Conditioning(embeds, pooled, embeddings_used=used)
 
     def _select_layer(self, encoder, out, clip_skip: int) -> torch.Tensor:
         hidden = out.hidden_states  # embeddings output + one per layer
@@ -261,6 +333,36 @@ def _device_of(module: torch.nn.Module) -> torch.device:
     return device if isinstance(device, torch.device) else next(module.parameters()).device
 
 
+@contextmanager
+def _spliced_vectors(encoder: torch.nn.Module, chunks: Sequence[PromptChunk], embeddings: Optional[EmbeddingTable],
+                     index: int) -> Iterator[None]:
+    """While the block runs, the encoder's token-embedding layer returns the embeddings' vectors at
+    their slots (A1111's EmbeddingsWithFixes). CLIPTextModel takes no `inputs_embeds`, and keeping
+    `input_ids` keeps the pooled (EOS) output right. The hook acts only on this thread's call and is
+    removed on the way out."""
+    slots = [(row, slot) for row, c in enumerate(chunks) for slot in c.embeddings]
+    if not slots or embeddings is None:
+        yield
+        return
+    owner = threading.get_ident()
+
+    def splice(_module, _args, output: torch.Tensor) -> torch.Tensor:
+        if threading.get_ident() != owner:
+            return output
+        output = output.clone()
+        for row, slot in slots:
+            vectors = embeddings.by_name[slot.name].vectors[index]
+            start = 1 + slot.offset  # after BOS
+            output[row, start:start + slot.vectors] = vectors.to(output.device, output.dtype)
+        return output
+
+    handle = encoder.get_input_embeddings().register_forward_hook(splice)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _final_layer_norm(encoder: torch.nn.Module) -> torch.nn.Module:
     # transformers 5 flattened CLIPTextModel; CLIPTextModelWithProjection still nests text_model.
     return getattr(encoder, "text_model", encoder).final_layer_norm
@@ -277,13 +379,17 @@ class ScheduledConditioning:
     `Conditioning` object comes back."""
 
     def __init__(self, encoder: PromptEncoder, prompts: Sequence[str], steps: int, clip_skip: int = 1,
-                 *, hires_steps: Optional[int] = None, max_cached: int = 32) -> None:
+                 *, hires_steps: Optional[int] = None, max_cached: int = 32, state: Hashable = (),
+                 embeddings: Optional[EmbeddingTable] = None) -> None:
         if not prompts:
             raise ValueError("ScheduledConditioning needs at least one prompt")
         self.encoder = encoder
         self.prompts = list(prompts)
         self.steps = steps
         self.clip_skip = clip_skip
+        self.state = state  # the text encoder's patch state (see PromptEncoder.encode)
+        self.embeddings = embeddings  # textual-inversion trigger words (see PromptEncoder.encode)
+        self.embeddings_used: set[str] = set()  # over every step encoded so far (for infotext)
         parsed: dict[str, PromptSchedule] = {}
         for p in self.prompts:
             if p not in parsed:
@@ -309,7 +415,9 @@ class ScheduledConditioning:
             return self._last  # type: ignore[return-value]
         cond = self._by_texts.get(key)
         if cond is None:
-            cond = Conditioning.cat([self.encoder.encode(t, self.clip_skip) for t in key])
+            cond = Conditioning.cat([self.encoder.encode(t, self.clip_skip, self.state, self.embeddings)
+                                     for t in key])
+            self.embeddings_used |= cond.embeddings_used
             self._by_texts[key] = cond
             while len(self._by_texts) > self.max_cached:
                 self._by_texts.popitem(last=False)

@@ -183,8 +183,11 @@ class Engine:
     def _condition(self, job: JobState, batch: BatchState) -> None:
         encoder = self._encoder(job.model)
         steps, clip_skip = job.request.steps, job.request.clip_skip
-        batch.cond = ScheduledConditioning(encoder, batch.encoder_prompts, steps, clip_skip)
-        batch.uncond = ScheduledConditioning(encoder, batch.encoder_negative_prompts, steps, clip_skip)
+        state = (*job.text_encoder_state, *batch.text_encoder_state)
+        batch.cond = ScheduledConditioning(encoder, batch.encoder_prompts, steps, clip_skip, state=state,
+                                           embeddings=job.embeddings)
+        batch.uncond = ScheduledConditioning(encoder, batch.encoder_negative_prompts, steps, clip_skip, state=state,
+                                             embeddings=job.embeddings)
 
     def _sample(self, job: JobState, batch: BatchState, inputs: _BatchInputs, hooks: JobHooks) -> None:
         t = time.perf_counter()

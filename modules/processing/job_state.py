@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from modules.jobs.control import JobControl
     from modules.models.loaded import LoadedModel
-    from modules.processing.conditioning import ScheduledConditioning
+    from modules.processing.conditioning import EmbeddingTable, ScheduledConditioning
     from modules.processing.extra_networks import ExtraNetworkCall
     from modules.generation.request import GenerationRequest
     from modules.generation.result import GenerationResult
@@ -54,6 +54,10 @@ class JobState:
     all_subseeds: list[int] = field(default_factory=list)
     extra_params: dict[str, Any] = field(default_factory=dict)  # job-wide infotext fields from extensions
     extension_data: dict[str, Any] = field(default_factory=dict)  # scratch space, keyed by extension name
+    text_encoder_state: list[Any] = field(default_factory=list)  # see BatchState.text_encoder_state
+    # Textual-inversion trigger words the prompts may use (set by the extension that reads embedding
+    # files); the encoder splices their vectors in and keys its cache on the table's identity.
+    embeddings: Optional["EmbeddingTable"] = None
     clock: PhaseClock = field(default_factory=PhaseClock)
 
     @property
@@ -77,6 +81,10 @@ class BatchState:
     encoder_prompts: list[str] = field(default_factory=list)
     encoder_negative_prompts: list[str] = field(default_factory=list)
     extra_networks: list["ExtraNetworkCall"] = field(default_factory=list)  # tags of this batch's prompts
+    # What extensions patched into the text encoder(s) for this batch (LoRA weights, textual
+    # inversion vectors), as hashable identities: cached conditioning is kept apart per state.
+    # Job-wide patches (patch_model) add theirs to JobState.text_encoder_state.
+    text_encoder_state: list[Any] = field(default_factory=list)
     cond: Optional["ScheduledConditioning"] = None
     uncond: Optional["ScheduledConditioning"] = None
     latents: Optional["torch.Tensor"] = None  # after sampling

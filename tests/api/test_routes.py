@@ -43,11 +43,23 @@ def test_unload_and_reload_checkpoint(client):
 
 
 def test_not_built_yet_lists_are_empty_in_a1111_shapes(client):
-    for path in ("upscalers", "latent-upscale-modes", "face-restorers", "script-info", "extensions"):
+    for path in ("upscalers", "latent-upscale-modes", "face-restorers"):
         r = client.get(f"/sdapi/v1/{path}")
         assert r.status_code == 200 and r.json() == [], path
     assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+
+
+def test_built_in_extensions_are_listed_in_a1111_shapes(client):
+    """The built-in extensions (LoRA, textual inversion) load on every app; A1111 lists its
+    built-in Lora extension the same way."""
+    extensions = client.get("/sdapi/v1/extensions").json()
+    names = {e["name"] for e in extensions}
+    assert {"Lora", "textual-inversion"} <= names
+    assert all(set(e) >= {"name", "remote", "branch", "commit_hash", "version", "commit_date", "enabled"}
+               for e in extensions)
+    info = client.get("/sdapi/v1/script-info").json()
+    assert {"lora", "textual inversion"} <= {i["name"] for i in info}
+    assert all(set(i) >= {"name", "is_alwayson", "is_img2img", "args"} for i in info)
 
 
 def test_prompt_styles_memory_flags(client):
