@@ -4,7 +4,8 @@ Given a picture of one shape on a plain background it reports:
 - ``bg``: background colour, from the border pixels (median, nearest palette colour);
 - ``fg``: foreground colour, the most common nearest-palette colour of the pixels that differ from
   the background (largest connected blob only);
-- ``shape``: circle / square / triangle / star, from simple geometry of that blob: solidity against
+- ``shape``: circle / square / triangle / star (and, when asked for with ``extra_shapes``, ring: a blob
+  with a hole, i.e. background pixels it encloses), from simple geometry of that blob: solidity against
   its convex hull (star ~0.6, the convex shapes ~1.0), corner fill (how much of the four corner
   triangles of the bounding box, legs 25% of the sides, is covered: square ~1, triangle ~0.5 (the
   two bottom corners), circle 0) and fill ratio against the bounding box (square ~1.0, circle ~0.79,
@@ -34,6 +35,9 @@ SQUARE_MIN_CORNER_FILL = 0.45
 SQUARE_MIN_FILL = 0.7
 CIRCLE_MIN_FILL = 0.645
 CORNER_LEG = 0.25
+# A blob that encloses at least this share (of blob + enclosed area) is a ring. Rendered rings enclose
+# ~0.2-0.3; the four base shapes enclose nothing.
+RING_MIN_HOLE = 0.06
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Analysis:
     fill: float  # blob area / bounding-box area
     solidity: float  # blob area / convex-hull area
     corner_fill: float = 0.0  # covered share of the bounding box's four corner triangles
+    hole: float = 0.0  # share of the blob's filled outline that is enclosed non-blob pixels
 
 
 def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -95,6 +100,25 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == best if best else np.zeros_like(mask)
 
 
+def hole_fraction(blob: np.ndarray) -> float:
+    """Share of the blob's filled outline taken by pixels it encloses (not reachable from the border)."""
+    outside = ~blob
+    reach = np.zeros_like(blob)
+    h, w = blob.shape
+    queue = deque((y, x) for y in range(h) for x in range(w)
+                  if (y in (0, h - 1) or x in (0, w - 1)) and outside[y, x])
+    for y, x in queue:
+        reach[y, x] = True
+    while queue:
+        y, x = queue.popleft()
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= ny < h and 0 <= nx < w and outside[ny, nx] and not reach[ny, nx]:
+                reach[ny, nx] = True
+                queue.append((ny, nx))
+    enclosed = int((outside & ~reach).sum())
+    return enclosed / float(enclosed + blob.sum()) if blob.any() else 0.0
+
+
 def convex_hull_area(points: np.ndarray) -> float:
     """Area of the convex hull of (N, 2) points (Andrew's monotone chain + shoelace)."""
     pts = sorted(set(map(tuple, points.tolist())))
@@ -139,7 +163,8 @@ def classify_shape(fill: float, solidity: float, corners: float) -> str:
     return "triangle"
 
 
-def analyze(image: Image.Image | np.ndarray) -> Analysis:
+def analyze(image: Image.Image | np.ndarray, extra_shapes: bool = False) -> Analysis:
+    """``extra_shapes``: also recognise the LoRA-only shapes (dataset.EXTRA_SHAPES: ring)."""
     arr = _as_array(image)
     bg_rgb = np.median(border_pixels(arr), axis=0)
     bg = _NAMES[int(nearest_color(bg_rgb))]
@@ -158,5 +183,7 @@ def analyze(image: Image.Image | np.ndarray) -> Analysis:
     hull = convex_hull_area(pixel_corners)
     solidity = area / hull if hull > 0 else 0.0
     covered = corner_fill(blob)
-    return Analysis(fg=fg, bg=bg, shape=classify_shape(fill, solidity, covered), area_fraction=area / blob.size,
-                    fill=fill, solidity=solidity, corner_fill=covered)
+    hole = hole_fraction(blob)
+    shape = "ring" if extra_shapes and hole >= RING_MIN_HOLE else classify_shape(fill, solidity, covered)
+    return Analysis(fg=fg, bg=bg, shape=shape, area_fraction=area / blob.size,
+                    fill=fill, solidity=solidity, corner_fill=covered, hole=hole)

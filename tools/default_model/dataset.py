@@ -14,6 +14,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
+# Shapes the base model was never trained on. Only the LoRA trainer (train_lora.py) draws them, to teach the
+# model something new; sample_spec never picks them unless asked to. (A new colour does not work: the
+# base VAE decodes every colour to one of its eight, see train_lora.py.)
+EXTRA_SHAPES: tuple[str, ...] = ("ring",)
+RING_HOLE = 0.5  # inner radius / outer radius
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -125,8 +130,12 @@ def render(spec: SceneSpec, size: int = IMAGE_SIZE) -> Image.Image:
     elif spec.shape == "star":
         r_out = half * 1.08
         draw.polygon(_star_points(cx, cy + half * 0.08, r_out, r_out * 0.45), fill=color)
+    elif spec.shape == "ring":
+        r_in = half * RING_HOLE
+        draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=color)
+        draw.ellipse([cx - r_in, cy - r_in, cx + r_in, cy + r_in], fill=PALETTE[spec.bg])
     else:
-        raise ValueError(f"unknown shape {spec.shape!r}; allowed: {SHAPES}")
+        raise ValueError(f"unknown shape {spec.shape!r}; allowed: {SHAPES + EXTRA_SHAPES}")
     return img.resize((size, size), Image.Resampling.BOX)
 
 

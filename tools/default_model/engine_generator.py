@@ -22,11 +22,18 @@ class EngineGenerator:
     """evaluate.FullGenerator on the engine: txt2img, img2img and inpaint."""
 
     def __init__(self, model_dir: str | Path = EMBEDDED_MODEL_DIR, data_dir: str | Path | None = None,
-                 sampler: str = SAMPLER) -> None:
+                 sampler: str = SAMPLER, with_extensions: bool = False) -> None:
         # An empty data dir: the embedded model is then the default, whatever models/ holds.
         paths = Paths(data_dir=Path(data_dir or tempfile.mkdtemp(prefix="sd-eval-")))
         registry = ModelRegistry(paths, ModelOptions(no_hashing=True), embedded_dir=Path(model_dir))
-        self.engine = Engine(registry, SettingsStore(None), paths)
+        settings = SettingsStore(None)
+        extensions = None
+        if with_extensions:  # the built-in extensions (Lora, ...) as the app loads them
+            from modules.cmd_args import parse_args
+            from modules.extensions.startup import load_extensions
+
+            extensions = load_extensions(paths, settings, parse_args(["--data-dir", str(paths.data_dir)])).extension_set
+        self.engine = Engine(registry, settings, paths, extensions=extensions)
         self.sampler = sampler
 
     def _run(self, **fields) -> Image.Image:
