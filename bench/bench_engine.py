@@ -17,23 +17,15 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+from diffusers import EulerAncestralDiscreteScheduler
 
-from modules.models.loaded import LoadedModel, ModelFamily
+from bench.common import OneModel, load_bench_model
 from modules.paths import EMBEDDED_MODEL_DIR, Paths
 from modules.processing.engine import Engine
 from modules.generation.request import GenerationRequest
 from modules.settings import Options, SettingsStore
 
 PROMPT = "a red circle on a blue background"
-
-
-class _OneModel:
-    def __init__(self, model: LoadedModel) -> None:
-        self.model = model
-
-    def get(self, checkpoint=None, vae=None) -> LoadedModel:
-        return self.model
 
 
 def main() -> None:
@@ -47,18 +39,12 @@ def main() -> None:
     ap.add_argument("--fp16", action="store_true", help="half precision (CUDA)")
     args = ap.parse_args()
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float16 if args.fp16 and device == "cuda" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, dtype=dtype, safety_checker=None,
-                                                   requires_safety_checker=False, local_files_only=True).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    size = args.size or pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    model = LoadedModel(title=args.model.name, name=args.model.name, family=ModelFamily.SD1, pipe=pipe,
-                        native_size=size)
-    engine = Engine(_OneModel(model), SettingsStore(None, Options(batch_per_image=args.per_image)), Paths())
+    loaded = load_bench_model(args.model, args.fp16, args.size)
+    pipe, model, device, size = loaded.pipe, loaded.model, loaded.device, loaded.size
+    engine = Engine(OneModel(model), SettingsStore(None, Options(batch_per_image=args.per_image)), Paths())
     plain_scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}, dtype: {dtype}, model: {args.model}, size: {size}, steps: {args.steps}, "
+    print(f"device: {name}, dtype: {pipe.dtype}, model: {args.model}, size: {size}, steps: {args.steps}, "
           f"runs: {args.runs}, batch_per_image: {args.per_image}")
     for batch in args.batch:
         request = GenerationRequest(prompt=PROMPT, seed=1, steps=args.steps, cfg_scale=7.0, sampler_name="Euler a",

@@ -18,27 +18,18 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
 from safetensors.torch import save_file
 
 from modules.cmd_args import parse_args
 from modules.extensions.runner import ExtensionSet
 from modules.extensions.startup import load_extensions
 from modules.generation.request import GenerationRequest
-from modules.models.loaded import LoadedModel, ModelFamily
+from bench.common import OneModel, load_bench_model
 from modules.paths import EMBEDDED_MODEL_DIR, Paths
 from modules.processing.engine import Engine
 from modules.settings import SettingsStore
 
 PROMPT = "a red circle on a blue background"
-
-
-class _OneModel:
-    def __init__(self, model: LoadedModel) -> None:
-        self.model = model
-
-    def get(self, checkpoint=None, vae=None) -> LoadedModel:
-        return self.model
 
 
 def write_lora(pipe, path: Path, rank: int) -> int:
@@ -68,23 +59,17 @@ def main() -> None:
     ap.add_argument("--fp16", action="store_true", help="half precision (CUDA)")
     args = ap.parse_args()
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float16 if args.fp16 and device == "cuda" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, dtype=dtype, safety_checker=None,
-                                                   requires_safety_checker=False, local_files_only=True).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    model = LoadedModel(title=args.model.name, name=args.model.name, family=ModelFamily.SD1, pipe=pipe,
-                        native_size=size)
+    loaded = load_bench_model(args.model, args.fp16)
+    pipe, model, device, size = loaded.pipe, loaded.model, loaded.device, loaded.size
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         (data_dir / "models" / "Lora").mkdir(parents=True)
         layers = write_lora(pipe, data_dir / "models" / "Lora" / "bench.safetensors", args.rank)
         loaded = load_extensions(Paths(data_dir=data_dir), SettingsStore(None), parse_args(["--data-dir", tmp]))
         lora = loaded.extension_set.get("lora")
-        engine = Engine(_OneModel(model), SettingsStore(None), Paths(data_dir=data_dir), extensions=ExtensionSet([lora]))
+        engine = Engine(OneModel(model), SettingsStore(None), Paths(data_dir=data_dir), extensions=ExtensionSet([lora]))
         name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-        print(f"device: {name}, dtype: {dtype}, model: {args.model}, size: {size}, steps: {args.steps}, "
+        print(f"device: {name}, dtype: {pipe.dtype}, model: {args.model}, size: {size}, steps: {args.steps}, "
               f"batch: {args.batch}, runs: {args.runs}, LoRA: rank {args.rank} on {layers} layers")
 
         def job(prompt: str):
