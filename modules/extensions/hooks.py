@@ -20,6 +20,10 @@ serving. Nothing here imports torch or gradio: `ui()` imports gradio itself and 
 
 Infotext: job-wide fields go into `job.extra_params` (A1111's `p.extra_generation_params`),
 per-image ones into `OutputImage.extra_params`; both are written after the core keys.
+
+Besides jobs, an extension may take part in the app: `setup(env)` once at start-up, `api_router()`
+for routes under /sdapi/v1 (auth and error mapping included), and `network_cards()` / `refresh()`
+for the Extra Networks panel.
 """
 
 from __future__ import annotations
