@@ -15,19 +15,17 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from modules.cmd_args import parse_args
 from modules.extensions.runner import ExtensionSet
-from modules.extensions.startup import load_extensions
 from modules.generation.request import GenerationRequest
 from modules.models.loaded import LoadedModel, ModelFamily
 from modules.models.single_file import CLIP_PAD, OPENCLIP_PAD, assemble_pipeline, build_tokenizer
-from modules.paths import CONFIGS_DIR, EXTENSIONS_BUILTIN_DIR, Paths
+from modules.paths import CONFIGS_DIR, Paths
 from modules.processing.engine import Engine
 from modules.settings import SettingsStore
 from tests.checkpoint_factory import component_configs
+from tests.test_lora import lora_dir, lora_ext, write  # noqa: F401 - shared fixtures
 from tests.tiny_model import FixedProvider
 
 RANK, ALPHA = 4, 2.0
@@ -120,35 +118,13 @@ def _weights(model: LoadedModel) -> dict[str, torch.Tensor]:
             for k, v in getattr(model.pipe, c).state_dict().items()}
 
 
-def write(folder: Path, name: str, sd: dict[str, torch.Tensor]) -> Path:
-    path = folder / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
-# the app's extension, loaded as launch.py loads it
+# the app's extension, loaded as launch.py loads it (lora_dir, lora_ext: tests/test_lora.py)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lora-families")
-
-
-@pytest.fixture(scope="module")
-def lora_dir(data_dir) -> Path:
-    folder = data_dir / "models" / "Lora"
-    folder.mkdir(parents=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def lora_ext(data_dir, lora_dir):
-    args = parse_args(["--data-dir", str(data_dir)])
-    loaded = load_extensions(Paths(data_dir=data_dir), SettingsStore(None), args, builtin_dir=EXTENSIONS_BUILTIN_DIR)
-    ext = loaded.extension_set.find("lora")
-    assert ext is not None, [e.errors for e in loaded.catalog.extensions]
-    return ext
 
 
 def engine_for(model, data_dir, *extensions) -> Engine:

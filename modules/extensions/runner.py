@@ -167,16 +167,20 @@ class JobHooks:
         for item in self._each("process"):
             self._call(item, "process", job)
 
-    def patch_models(self, job: "JobState", stack: ExitStack) -> None:
-        """Enter every extension's model patch on `stack`; the caller closes it in `finally`."""
-        for item in self._each("patch_model"):
-            patch = self._call(item, "patch_model", job)
+    def _enter_patches(self, hook: str, stack: ExitStack, *args: Any) -> None:
+        """Call `hook` on each extension; the context managers they return are entered on `stack`."""
+        for item in self._each(hook):
+            patch = self._call(item, hook, *args)
             if patch is None:
                 continue
             try:
                 stack.enter_context(patch)
             except Exception as exc:  # noqa: BLE001
-                raise ExtensionHookError(item.name, "patch_model", exc) from exc
+                raise ExtensionHookError(item.name, hook, exc) from exc
+
+    def patch_models(self, job: "JobState", stack: ExitStack) -> None:
+        """Enter every extension's model patch on `stack`; the caller closes it in `finally`."""
+        self._enter_patches("patch_model", stack, job)
 
     def before_batch(self, job: "JobState", batch: "BatchState") -> None:
         for item in self._each("before_batch"):
@@ -184,14 +188,7 @@ class JobHooks:
 
     def process_batch(self, job: "JobState", batch: "BatchState", stack: ExitStack) -> None:
         """Call every process_batch hook; per-batch patches they return go on `stack`."""
-        for item in self._each("process_batch"):
-            patch = self._call(item, "process_batch", job, batch)
-            if patch is None:
-                continue
-            try:
-                stack.enter_context(patch)
-            except Exception as exc:  # noqa: BLE001
-                raise ExtensionHookError(item.name, "process_batch", exc) from exc
+        self._enter_patches("process_batch", stack, job, batch)
 
     @property
     def wants_unet_steps(self) -> bool:
