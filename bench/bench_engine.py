@@ -12,14 +12,12 @@ per image, so image i equals the lone job).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from diffusers import EulerAncestralDiscreteScheduler
 
-from bench.common import OneModel, load_bench_model
+from bench.common import OneModel, alternating_medians, load_bench_model
 from modules.paths import EMBEDDED_MODEL_DIR, Paths
 from modules.processing.engine import Engine
 from modules.generation.request import GenerationRequest
@@ -59,29 +57,9 @@ def main() -> None:
             pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=7.0, height=size, width=size,
                  num_images_per_prompt=batch, generator=generator)
 
-        e, d = _measure(run_engine, run_diffusers, args.runs, device)
+        e, d = alternating_medians(run_engine, run_diffusers, args.runs)
         print(f"batch {batch}: engine {e / batch:.4f} s/image, diffusers {d / batch:.4f} s/image, "
               f"ratio engine/diffusers {e / d:.3f} (goal <= 1.05)")
-
-
-def _measure(run_engine, run_diffusers, runs: int, device: str) -> tuple[float, float]:
-    """Median seconds of each, alternating runs after one warm-up of each."""
-
-    def timed(fn) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    run_engine(), run_diffusers()  # warm-up: allocator, kernels, caches
-    engine_s, diffusers_s = [], []
-    for _ in range(runs):
-        engine_s.append(timed(run_engine))
-        diffusers_s.append(timed(run_diffusers))
-    return statistics.median(engine_s), statistics.median(diffusers_s)
 
 
 if __name__ == "__main__":

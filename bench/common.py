@@ -3,9 +3,11 @@ the engine's `LoadedModel` (same weights, so the ratios compare like with like).
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -42,3 +44,25 @@ def load_bench_model(path: Path, fp16: bool = False, size: Optional[int] = None)
     model = LoadedModel(title=Path(path).name, name=Path(path).name, family=ModelFamily.SD1, pipe=pipe,
                         native_size=size)
     return BenchModel(pipe=pipe, model=model, device=device, size=size)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call, with CUDA's queued work included."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def alternating_medians(run_a: Callable[[], object], run_b: Callable[[], object], runs: int) -> tuple[float, float]:
+    """Median seconds of each, alternating runs after one warm-up of each (allocator, kernels,
+    caches), so drift in the machine's load hits both alike."""
+    run_a(), run_b()
+    a, b = [], []
+    for _ in range(runs):
+        a.append(timed(run_a))
+        b.append(timed(run_b))
+    return statistics.median(a), statistics.median(b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from modules.extensions.startup import LoadedExtensions
 from modules.jobs.queue import JobQueue
@@ -13,6 +13,7 @@ from modules.settings import SettingsStore
 
 if TYPE_CHECKING:  # the UI must stay torch-free, so the registry type is for checkers only
     from modules.models.registry import ModelRegistry
+    from modules.postprocess.services import Postprocessors
 
 
 @dataclass
@@ -25,3 +26,5 @@ class AppContext:
     # What the extension loader found (catalog, with errors), the A1111 scripts, and the one
     # ExtensionSet the engine runs jobs with (the API maps alwayson_scripts onto it).
     extensions: LoadedExtensions = field(default_factory=LoadedExtensions)
+    # Upscalers, face restorers, the NSFW checker: the same object the engine uses.
+    postprocess: Optional["Postprocessors"] = None

@@ -17,10 +17,14 @@ log = logging.getLogger(__name__)
 
 
 def build_paths(args: argparse.Namespace) -> Paths:
+    from modules.cmd_args import MODEL_DIR_FLAGS
     from modules.paths import REPO_ROOT
 
     data_dir = Path(args.data_dir).resolve() if args.data_dir else REPO_ROOT
-    return Paths(data_dir=data_dir, ckpt_dirs=tuple(Path(d).resolve() for d in args.ckpt_dir))
+    overrides = tuple((kind, Path(getattr(args, flag.replace("-", "_"))).resolve())
+                      for flag, kind in MODEL_DIR_FLAGS.items() if getattr(args, flag.replace("-", "_"), None))
+    return Paths(data_dir=data_dir, ckpt_dirs=tuple(Path(d).resolve() for d in args.ckpt_dir),
+                 model_dir_overrides=overrides)
 
 
 def build_settings(args: argparse.Namespace, paths: Paths) -> SettingsStore:
@@ -35,6 +39,7 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
     from modules.extensions.startup import image_saved_observer, load_extensions
     from modules.models.options import ModelOptions, resolve_device
     from modules.models.registry import ModelRegistry
+    from modules.postprocess.services import Postprocessors
     from modules.processing.engine import Engine
     from modules.processing.limits import request_size_check
 
@@ -51,8 +56,11 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
     )
     registry = ModelRegistry(paths, model_options)
     extensions = load_extensions(paths, settings, args, preloaded=preloaded, builtin_dir=builtin_extensions_dir)
+    postprocess = Postprocessors(paths, settings, device=resolve_device(model_options),
+                                 half=not args.no_half and args.precision != "fp32")
     engine = Engine(registry, settings, paths, vae_tile_threshold=model_options.vae_tile_threshold,
-                    extensions=extensions.extension_set, on_image_saved=image_saved_observer())
+                    extensions=extensions.extension_set, on_image_saved=image_saved_observer(),
+                    postprocess=postprocess)
     preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
     size_check = request_size_check(lambda: settings.get().max_generation_pixels,
                                     resolve_device(model_options).type)
@@ -60,7 +68,7 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
                      admit=size_check)
     settings.on_change(lambda old, new: apply_model_settings(registry, queue, old, new))
     return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue,
-                      extensions=extensions)
+                      extensions=extensions, postprocess=postprocess)
 
 
 def apply_model_settings(registry, queue: JobQueue, old: Options, new: Options) -> None:

@@ -6,6 +6,18 @@ import argparse
 from typing import Optional, Sequence
 
 
+# flag -> the models/ subfolder it replaces (A1111's names for both)
+MODEL_DIR_FLAGS = {
+    "esrgan-models-path": "ESRGAN",
+    "realesrgan-models-path": "RealESRGAN",
+    "swinir-models-path": "SwinIR",
+    "scunet-models-path": "ScuNET",
+    "dat-models-path": "DAT",
+    "gfpgan-models-path": "GFPGAN",
+    "codeformer-models-path": "Codeformer",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="launch.py", description="Stable Diffusion web UI")
     net = p.add_argument_group("network")
@@ -29,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--ckpt-dir", action="append", default=[], help="extra checkpoint folder")
     models.add_argument("--vae-dir", default=None)
     models.add_argument("--no-hashing", action="store_true", help="do not hash checkpoints")
+    # A1111's folders for upscalers and face restorers (default: models/<kind>; see Paths.model_dir)
+    for flag, kind in MODEL_DIR_FLAGS.items():
+        models.add_argument(f"--{flag}", default=None, metavar="DIR", help=f"{kind} models (default models/{kind})")
     perf = p.add_argument_group("performance")
     perf.add_argument("--no-half", action="store_true", help="keep the model in fp32 on CUDA")
     perf.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32 on CUDA")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Mapping, Optional
 
 from PIL import Image, PngImagePlugin
 
@@ -28,11 +29,13 @@ class EncodedImage:
 
 
 def encode_image(image: Image.Image, fmt: str = "png", infotext: str = "", *, quality: int = 80,
-                 webp_lossless: bool = False) -> EncodedImage:
+                 webp_lossless: bool = False, chunks: Optional[Mapping[str, str]] = None) -> EncodedImage:
     """`image` as a png/jpg/webp file carrying `infotext` ("" writes none).
 
     `quality` applies to JPEG and lossy WEBP. JPEG has no alpha (RGBA, LA and P become RGB);
     WEBP keeps it. An image too large for JPEG/WEBP is written as PNG (see `extension`).
+    `chunks`: more PNG text chunks, after "parameters" (the Extras tab's "postprocessing" and
+    "extras", as A1111 writes them); JPEG and WEBP have no place for them.
     Raises ValueError for an unknown format.
     """
     extension = (fmt or "png").lower()
@@ -44,10 +47,13 @@ def encode_image(image: Image.Image, fmt: str = "png", infotext: str = "", *, qu
     info = (infotext or "").encode("utf-8", "replace").decode("utf-8")  # a lone surrogate cannot be stored
     buffer = io.BytesIO()
     if kind == "PNG":
+        texts = {INFOTEXT_KEY: info} if info else {}
+        texts.update({k: v.encode("utf-8", "replace").decode("utf-8") for k, v in (chunks or {}).items() if v})
         pnginfo = None
-        if info:
+        if texts:
             pnginfo = PngImagePlugin.PngInfo()
-            pnginfo.add_text(INFOTEXT_KEY, info)
+            for key, text in texts.items():
+                pnginfo.add_text(key, text)
         if image.mode not in _PNG_MODES:
             image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
         image.save(buffer, format="PNG", pnginfo=pnginfo)

@@ -42,6 +42,8 @@ _NEGATIVE_PREFIX = "Negative prompt:"
 _INPAINT_KEYS = ("Mask blur", "Mask mode", "Inpaint area", "Masked area padding", "Masked content")
 _INVERT_MASK_MODE = "Inpaint not masked"
 # A1111's infotext keys for the sampler parameters (samplers.step_options writes them)
+# A1111's paste rule for "Hires. fix": on when these come with "Denoising strength"
+_HIRES_KEYS = ("Hires upscale", "Hires upscaler", "Hires resize")
 _SAMPLER_PARAM_KEYS = {"Eta": "eta", "Eta DDIM": "eta", "Sigma churn": "s_churn", "Sigma tmin": "s_tmin",
                        "Sigma tmax": "s_tmax", "Sigma noise": "s_noise"}
 
@@ -93,6 +95,7 @@ def generation_params(request: GenerationRequest, image: ImageParams) -> dict[st
         "Schedule type": image.scheduler or None,
         "CFG scale": request.cfg_scale,
         "Seed": image.seed,
+        "Face restoration": None,  # its place in A1111's order; the model name comes with the extras
         "Size": f"{image.width}x{image.height}",
         "Model hash": image.model_hash or None,
         "Model": image.model_name or None,
@@ -105,9 +108,11 @@ def generation_params(request: GenerationRequest, image: ImageParams) -> dict[st
             if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0
             else None
         ),
-        "Denoising strength": request.denoising_strength if uses_init_image else None,
+        # txt2img writes it for hires fix only; the "Hires ..." keys come with the image's extras
+        "Denoising strength": request.denoising_strength if uses_init_image or request.hires is not None else None,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         "RNG": request.rng_source.value if request.rng_source is not RngSource.DEVICE else None,
+        "Tiling": "True" if request.tiling else None,
     }
     # A1111 keeps these in p.extra_generation_params, in the order img2img sets them.
     if request.mode is Mode.INPAINT and request.inpaint is not None:
@@ -255,12 +260,18 @@ def request_fields_from_infotext(text: str, *, strict: bool = False) -> dict[str
     take("Clip skip", _to_int, "clip_skip")
     fields["rng_source"] = RngSource.DEVICE
     take("RNG", lambda v: RngSource(v.strip()), "rng_source")
+    # A1111 writes these only when on: "Face restoration: <model>", "Tiling: True"
+    fields["restore_faces"] = bool(params.get("Face restoration", "").strip())
+    fields["tiling"] = params.get("Tiling", "").strip().lower() == "true"
     if params.get("Model", "").strip():
         fields["checkpoint"] = params["Model"].strip()
     elif params.get("Model hash", "").strip():
         fields["checkpoint"] = params["Model hash"].strip()
     if params.get("VAE", "").strip():
         fields["vae"] = params["VAE"].strip()
+
+    if "Denoising strength" in params and any(key in params for key in _HIRES_KEYS):
+        fields["hires"] = _hires_fields(params, strict)
 
     if any(key in params for key in _INPAINT_KEYS):
         inpaint: dict[str, object] = {
@@ -276,6 +287,30 @@ def request_fields_from_infotext(text: str, *, strict: bool = False) -> dict[str
         take("Masked area padding", _to_int, "only_masked_padding", into=inpaint)
         fields["inpaint_options"] = inpaint
     return fields
+
+
+def _hires_fields(params: dict[str, str], strict: bool) -> dict[str, object]:
+    """HiresOptions field values from A1111's "Hires ..." keys; an absent key is A1111's default
+    (scale 2, no resize, the first pass's steps, sampler, schedule, prompts and CFG)."""
+    hires: dict[str, object] = {"scale": 2.0, "resize_x": 0, "resize_y": 0, "upscaler": "Latent",
+                                "second_pass_steps": 0, "sampler_name": None, "scheduler": None,
+                                "prompt": "", "negative_prompt": "", "cfg_scale": None}
+    readers = (("Hires upscale", _to_float, ("scale",)), ("Hires resize", _to_size, ("resize_x", "resize_y")),
+               ("Hires upscaler", str.strip, ("upscaler",)), ("Hires steps", _to_int, ("second_pass_steps",)),
+               ("Hires sampler", str.strip, ("sampler_name",)), ("Hires schedule type", str.strip, ("scheduler",)),
+               ("Hires prompt", str, ("prompt",)), ("Hires negative prompt", str, ("negative_prompt",)),
+               ("Hires CFG Scale", _to_float, ("cfg_scale",)))
+    for key, convert, targets in readers:
+        if key not in params:
+            continue
+        try:
+            value = convert(params[key])
+        except (ValueError, TypeError) as err:
+            if strict:
+                raise ValueError(f"infotext {key!r}: cannot read {params[key]!r}: {err}") from err
+            continue
+        hires.update(zip(targets, value) if len(targets) > 1 else {targets[0]: value})
+    return hires
 
 
 # ---------------------------------------------------------------------------------------------

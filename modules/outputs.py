@@ -274,6 +274,8 @@ def save_image(
     request: Optional["GenerationRequest"] = None,
     extra_tokens: Optional[Mapping[str, object]] = None,
     now: Optional[_dt.datetime] = None,
+    chunks: Optional[Mapping[str, str]] = None,
+    forced_name: Optional[str] = None,
 ) -> Path:
     """Save one image (or a grid) and return its path.
 
@@ -282,14 +284,17 @@ def save_image(
     and its `request` (the values its `infotext` was rendered from; without them those tokens are
     empty); `extra_tokens` adds or overrides tokens (lowercase names; a None value drops the token and
     the literal text before it, like A1111's [batch_number] for a batch of one). `now` fixes
-    the clock for [date]/[datetime]. Raises ValueError when the final path would fall outside
-    the chosen output folder.
+    the clock for [date]/[datetime]. `chunks`: more PNG text chunks (image_files.encode_image).
+    `forced_name`: A1111's forced_filename (Extras' "use original name"): the file is named
+    `<forced_name>.<ext>`, sanitized, with no number, and replaces a file of that name. Raises
+    ValueError when the final path would fall outside the chosen output folder.
     """
     base_dir = Path(base_dir)
     now = now or _dt.datetime.now()
     fmt_name = (settings.grid_format if is_grid else settings.samples_format).lower()
     encoded = encode_image(image, fmt_name, infotext if settings.enable_pnginfo else "",
-                           quality=settings.jpeg_quality, webp_lossless=settings.webp_lossless)
+                           quality=settings.jpeg_quality, webp_lossless=settings.webp_lossless,
+                           chunks=chunks if settings.enable_pnginfo else None)
     extension = encoded.extension  # png when too large for the format, as A1111
 
     outdir = settings.outdir_grids if is_grid else settings.outdir_samples
@@ -331,9 +336,11 @@ def save_image(
         folder.mkdir(parents=True, exist_ok=True)
         if not _inside(Path(os.path.realpath(folder)), Path(os.path.realpath(root))):
             raise ValueError(f"refusing to save outside {root}: {folder} leads elsewhere")
+        forced = _fit_name(sanitize_filename_part(forced_name or ""), MAX_NAME_BYTES - len(extension) - 1)
+        name = f"{forced}.{extension}" if forced else None
         start = next_sequence_number(folder, basename)
-        name = None
-        for number in range(start, start + MAX_SEQUENCE_TRIES):
+        tries = MAX_SEQUENCE_TRIES if name is None else 0  # a forced name takes no number
+        for number in range(start, start + tries):
             stem = f"{number:05}" if not basename else f"{basename}-{number:04}"
             suffix = f".{extension}"
             room = MAX_NAME_BYTES - len(stem.encode()) - len(suffix.encode()) - 1

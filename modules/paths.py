@@ -18,6 +18,13 @@ EXTENSIONS_BUILTIN_DIR = REPO_ROOT / "extensions-builtin"
 class Paths:
     data_dir: Path = REPO_ROOT
     ckpt_dirs: tuple[Path, ...] = field(default_factory=tuple)  # --ckpt-dir, scanned besides models/
+    # (kind, folder) pairs from flags such as --esrgan-models-path (modules/cmd_args.MODEL_DIR_FLAGS)
+    model_dir_overrides: tuple[tuple[str, Path], ...] = field(default_factory=tuple)
+
+    def model_dir(self, kind: str) -> Path:
+        """Where models of `kind` live: "ESRGAN", "RealESRGAN", "GFPGAN", "Codeformer", ...: the
+        flag's folder when given, else models/<kind>."""
+        return dict(self.model_dir_overrides).get(kind, self.models_dir / kind)
 
     @property
     def models_dir(self) -> Path:

@@ -11,11 +11,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from modules.a1111_options import A1111_DEFAULTS, coerce as coerce_a1111
 from modules.atomic_write import write_json_atomic
+from modules.postprocess.face_restoration.catalog import FaceRestorerName
 
 
 class Options(BaseModel):
@@ -53,6 +54,10 @@ class Options(BaseModel):
     outdir_grids: str = ""
     outdir_txt2img_grids: str = ""
     outdir_img2img_grids: str = ""
+    outdir_extras_samples: str = ""  # the Extras tab's results; "" = <outputs>/extras-images
+    # restore faces / tiling for an API request that leaves `restore_faces` / `tiling` out (A1111 1.6+)
+    face_restoration: bool = False
+    tiling: bool = False
     # live previews
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = Field(5, ge=0, le=100)
@@ -61,6 +66,20 @@ class Options(BaseModel):
     default_scheduler: str = "Automatic"
     default_steps: int = Field(20, ge=1, le=150)
     default_cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    # face restoration (restore_faces, Extras): the model, and CodeFormer's fidelity w (0 = strongest)
+    face_restoration_model: FaceRestorerName = "CodeFormer"
+    code_former_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # upscaler tiles, in pixels of the input image (0 = the whole image at once); the overlap is
+    # the context each tile gets on every side. ESRGAN_* also serve Real-ESRGAN files; SWIN_* and
+    # SCUNET_* are the options of A1111's built-in SwinIR and ScuNET extensions.
+    ESRGAN_tile: int = Field(192, ge=0, le=512)
+    ESRGAN_tile_overlap: int = Field(8, ge=0, le=48)
+    DAT_tile: int = Field(192, ge=0, le=512)
+    DAT_tile_overlap: int = Field(8, ge=0, le=48)
+    SWIN_tile: int = Field(192, ge=0, le=512)
+    SWIN_tile_overlap: int = Field(8, ge=0, le=48)
+    SCUNET_tile: int = Field(256, ge=0, le=512)
+    SCUNET_tile_overlap: int = Field(8, ge=0, le=64)
 
     # ---- this app's own settings (not A1111's): limits and performance. Each engineer adding one
     # puts it in this block; they are accepted by POST /options like A1111's keys.
@@ -76,11 +95,29 @@ class Options(BaseModel):
     # Largest width*height generated per image; 0 = the device's default (modules/processing/limits.py:
     # 1024x1024 on a CPU, which takes minutes beyond it; 2048x2048 on CUDA).
     max_generation_pixels: int = Field(0, ge=0, le=2048 * 2048)
+    # Black out images the safety checker in models/safety_checker flags (A1111 before 1.0 had
+    # this name); with no checker installed, jobs are refused with what to install.
+    filter_nsfw: bool = False
+    # The invisible DWT-DCT watermark SD's reference scripts add ("StableDiffusionV1").
+    add_invisible_watermark: bool = False
 
     @classmethod
     def known_names(cls) -> frozenset[str]:
         """Every option name GET lists and POST accepts: this app's fields and A1111's options."""
         return frozenset(cls.model_fields) | frozenset(A1111_DEFAULTS)
+
+    @field_validator("face_restoration_model", mode="before")
+    @classmethod
+    def _no_restorer_is_the_default(cls, value: Any) -> Any:
+        # A1111 stores null when no restorer was ever chosen; its config files must still load
+        return "CodeFormer" if value is None else value
+
+    @field_validator("outdir_extras_samples", mode="before")
+    @classmethod
+    def _extras_folder(cls, value: Any) -> Any:
+        # A1111's default, relative to its own root; config files written before this option was
+        # typed hold it. Here relative folders are inside outputs/, so it means the default folder.
+        return "" if value == A1111_DEFAULTS["outdir_extras_samples"] else value
 
     @model_validator(mode="before")
     @classmethod

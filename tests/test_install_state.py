@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture()
 def checkout(tmp_path) -> Path:
     (tmp_path / "tools").mkdir()
-    for name in ("tools/install.sh", "tools/install_state.py", "requirements.txt", "requirements-test.txt"):
+    for name in ("tools/install.sh", "tools/install_state.py", "requirements.txt", "requirements-test.txt",
+                 "requirements-nodeps.txt"):
         shutil.copy(REPO / name, tmp_path / name)
     return tmp_path
 
@@ -109,5 +110,6 @@ def test_broken_venv_python_needs_an_install(checkout):
 
 def test_requirement_files_follow_includes(checkout):
     names = [p.name for p in install_state.requirement_files("test", checkout)]
-    assert names == ["requirements-test.txt", "requirements.txt"]
-    assert [p.name for p in install_state.requirement_files("runtime", checkout)] == ["requirements.txt"]
+    assert names == ["requirements-test.txt", "requirements.txt", "requirements-nodeps.txt"]
+    assert [p.name for p in install_state.requirement_files("runtime", checkout)] == ["requirements.txt",
+                                                                                      "requirements-nodeps.txt"]

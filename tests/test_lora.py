@@ -27,16 +27,15 @@ from modules.paths import EXTENSIONS_BUILTIN_DIR, Paths
 from modules.processing.engine import Engine
 from modules.settings import SettingsStore
 from tests.tiny_model import FixedProvider, tiny_loaded_model
+from tests.torch_threads import one_torch_thread as single_torch_thread
 
 RANK, ALPHA = 4, 2.0
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_torch_thread():
+        yield
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from modules.settings import SettingsStore
 from tests.checkpoint_factory import component_configs
 from tests.test_lora import lora_dir, lora_ext, write  # noqa: F401 - shared fixtures
 from tests.tiny_model import FixedProvider
+from tests.torch_threads import one_torch_thread as single_torch_thread
 
 RANK, ALPHA = 4, 2.0
 FAMILIES = {"sd2": ModelFamily.SD2, "sdxl": ModelFamily.SDXL}
@@ -41,10 +42,8 @@ TRAINED = ("attn", "self_attn", "mlp", "ff", "proj_in", "proj_out")
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_torch_thread():
+        yield
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,3 +120,12 @@ def test_mask_weight_one_is_the_old_conditioning_and_zero_shows_the_picture():
     assert torch.equal(one, old)
     assert torch.equal(zero, whole)
     assert not torch.equal(half, one) and not torch.equal(half, zero)
+
+
+def test_a1111_config_with_null_face_restorer_still_loads_and_bad_names_are_refused(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"face_restoration_model": None, "code_former_weight": 0.25}))
+    options = SettingsStore(path).get()
+    assert (options.face_restoration_model, options.code_former_weight) == ("CodeFormer", 0.25)
+    with pytest.raises(ValidationError, match="face_restoration_model"):
+        options.updated({"face_restoration_model": "NoSuchRestorer"})

@@ -43,6 +43,7 @@ else
   echo "Installing Python packages from $REQUIREMENTS (the first install downloads several GB and takes minutes)..."
   # pip's own progress (one line per package, download bars) shows that something is happening.
   .venv/bin/python -m pip install -r "$REQUIREMENTS"
+  .venv/bin/python -m pip install --no-deps -r requirements-nodeps.txt
   .venv/bin/python tools/install_state.py stamp --venv .venv "${KIND[@]}"
   echo "Python packages installed."
 fi

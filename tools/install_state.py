@@ -48,6 +48,9 @@ def requirement_files(kind: str, repo: Path = REPO) -> list[Path]:
                 visit(path.parent / line.split(None, 1)[1].strip())
 
     visit(top)
+    nodeps = repo / "requirements-nodeps.txt"  # installed with --no-deps beside either kind
+    if nodeps.is_file():
+        visit(nodeps)
     return seen
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import gradio as gr
+from PIL import Image
 
 from modules import script_callbacks
 from modules.credentials import ui_credentials
 from modules.styles import StyleDatabase
 from modules.ui_config import UiConfig
 from webui import img2img, paste, png_info, quicksettings, settings_tab, token_counter, toprow, txt2img
-from webui import extension_assets, extensions_tab, icons
+from webui import extension_assets, extensions_tab, extras, icons
 from webui.common import error, tooltips
 from webui.env import UiEnv
 from webui.loaded_extensions import loaded_extensions
@@ -44,6 +45,7 @@ class Ui:
     quick: quicksettings.Quicksettings
     txt2img: txt2img.Txt2ImgTab
     img2img: img2img.Img2ImgTab
+    extras: extras.ExtrasTab
     png_info: png_info.PngInfoTab
     settings: settings_tab.SettingsTab
     extensions: extensions_tab.ExtensionsTab
@@ -69,6 +71,8 @@ def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
                 t2i = txt2img.build(env, quick)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i = img2img.build(env, quick)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                ext_tab = extras.build(env)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = png_info.build(env)
             extension_tab_ids = _render_extension_tabs(added_tabs)
@@ -76,7 +80,7 @@ def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
                 st = settings_tab.build(env)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 ext = extensions_tab.build(env, restart)
-        ui = Ui(env, tabs, quick, t2i, i2i, png, st, ext, extension_tab_ids)
+        ui = Ui(env, tabs, quick, t2i, i2i, ext_tab, png, st, ext, extension_tab_ids)
         for row in (t2i.toprow, i2i.toprow):
             toprow.wire_style_saving(env, row)
         _wire_send_to(ui)
@@ -92,7 +96,7 @@ def build_ui(ctx: "AppContext", ui_config: Optional[UiConfig] = None,
     return demo
 
 
-OWN_TAB_IDS = frozenset({"txt2img", "img2img", "pnginfo", "settings", "extensions"})
+OWN_TAB_IDS = frozenset({"txt2img", "img2img", "extras", "pnginfo", "settings", "extensions"})
 
 
 def _extension_ui_tabs(ctx: "AppContext") -> list[script_callbacks.UiTab]:
@@ -122,9 +126,10 @@ def _render_extension_tabs(added: list[script_callbacks.UiTab]) -> list[str]:
 
 def _targets(ui: Ui) -> tuple[paste.PasteTarget, paste.PasteTarget]:
     t, i = ui.txt2img, ui.img2img
-    t2i = paste.PasteTarget(t.toprow, t.sampler, t.size, t.batch, t.seed, ui.quick)
+    t2i = paste.PasteTarget(t.toprow, t.sampler, t.size, t.batch, t.seed, ui.quick, features=t.features,
+                            hires=t.hires)
     i2i = paste.PasteTarget(i.toprow, i.sampler, i.size, i.batch, i.seed, ui.quick,
-                            denoising_strength=i.denoising_strength, inpaint=i.inpaint)
+                            denoising_strength=i.denoising_strength, inpaint=i.inpaint, features=i.features)
     return t2i, i2i
 
 
@@ -178,6 +183,36 @@ def _wire_send_to(ui: Ui) -> None:
 
             button.click(from_gallery, [panel.shown, panel.selected, i2i.brush_size], outputs_i2i,
                          show_progress="hidden", api_visibility="private")
+
+    # gallery / PNG Info → Extras: the image with its generation parameters (kept in the result)
+    def to_extras(image: Image.Image, text: str) -> dict:
+        if text and "parameters" not in image.info:
+            image.info["parameters"] = text
+        return {ui.tabs: gr.Tabs(selected="extras"), **extras.switch_to_single(ui.extras, image)}
+
+    def gallery_to_extras(shown, selected):
+        if not shown or not shown.items:
+            raise gr.Error("No image to send: generate an image first.")
+        try:
+            return to_extras(shown.image(selected), shown.infotext(selected))
+        except Exception as exc:
+            raise error(exc)
+
+    extras_outputs = [ui.tabs, ui.extras.subtabs, ui.extras.mode, ui.extras.image]
+    for panel in (ui.txt2img.panel, ui.img2img.panel):
+        panel.send_to_extras.click(gallery_to_extras, [panel.shown, panel.selected], extras_outputs,
+                                   show_progress="hidden", api_visibility="private")
+
+    def png_to_extras(path, text):
+        if not path:
+            raise gr.Error("No image to send: drop an image into PNG Info first.")
+        try:
+            return to_extras(png_info.load_image(path), text)
+        except Exception as exc:
+            raise error(exc)
+
+    ui.png_info.send_to_extras.click(png_to_extras, [ui.png_info.image, ui.png_info.text], extras_outputs,
+                                     show_progress="hidden", api_visibility="private")
 
     # PNG Info → txt2img / img2img / inpaint
     def png_to_txt2img(text: str):
@@ -233,10 +268,11 @@ def _wire_page_load(ui: Ui, demo: gr.Blocks) -> None:
         for component, name in default_targets:
             value = getattr(opts, name)
             out[component] = value if value != getattr(built, name) else gr.skip()
+        out.update(extras.refreshed_choices(env, ui.extras))
         return out
 
     outputs = [ui.quick.checkpoint, ui.quick.vae, ui.quick.clip_skip, *ui.settings.components.values(),
-               *[c for c, _ in default_targets], *env.style_dropdowns]
+               *[c for c, _ in default_targets], *env.style_dropdowns, ui.extras.upscaler_1, ui.extras.upscaler_2]
     demo.load(on_load, None, outputs, show_progress="hidden", api_visibility="private")
 
 
@@ -310,8 +346,8 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
     auth = gradio_auth(args)
     allowed = [str(ctx.paths.outputs_dir), str(ctx.paths.data_dir / "log")]
     opts = ctx.settings.get()
-    for name in ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
-                 "outdir_txt2img_grids", "outdir_img2img_grids"):
+    for name in ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
+                 "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids"):
         value = getattr(opts, name, "")
         if value and Path(value).is_absolute():
             allowed.append(value)

@@ -39,6 +39,8 @@ _ICONS: dict[str, tuple[str, str]] = {
     "🎨": ("inpaint", '<path d="M12 3a9 9 0 1 0 0 18c1.4 0 2-1 1.6-2.2-.5-1.5.5-2.8 2-2.8H18a3 3 0 0 0 3-3'
                       'c0-5.5-4-10-9-10z"/><circle cx="7.5" cy="11" r="1.4"/><circle cx="10.5" cy="7" r="1.4"/>'
                       '<circle cx="15.5" cy="7.5" r="1.4"/>'),
+    "📐": ("extras", '<path d="M4 20V4l16 16z"/><path d="M8 16v-4.5l4.5 4.5z"/><path d="M4 8h2"/>'
+                     '<path d="M4 12h2"/><path d="M4 16h2"/>'),
 }
 ICONS: Mapping[str, tuple[str, str]] = MappingProxyType(_ICONS)
 

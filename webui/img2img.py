@@ -68,6 +68,7 @@ class Img2ImgTab:
     panel: output_panel.OutputPanel
     extensions: extension_controls.ExtensionControls
     extra_networks: extra_networks.ExtraNetworksPanel
+    features: params.FeatureControls  # restore faces, tiling
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
@@ -131,6 +132,7 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
                     padding = env.component(gr.Slider, TAB, "Only masked padding, pixels", minimum=0, maximum=256,
                                             step=4, value=32, elem_id="img2img_inpaint_full_res_padding")
             sampler = params.sampler_controls(env, TAB)
+            features = params.feature_controls(env, TAB)
             size = params.size_controls(env, TAB)
             batch = params.batch_controls(env, TAB)
             denoising_strength = env.component(gr.Slider, TAB, "Denoising strength", minimum=0.0, maximum=1.0,
@@ -143,7 +145,7 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
     inpaint = InpaintControls(inpaint_group, mask_blur, mask_mode, masked_content, inpaint_area, padding)
     tab = Img2ImgTab(row, mode, subtabs, init_img, sketch, inpaint_editor, brush_size, inpaint_image, inpaint_mask,
                      batch_input_dir, batch_output_dir, batch_mask_dir, resize_mode, inpaint, sampler, size, batch,
-                     denoising_strength, seed, panel, extensions, extra)
+                     denoising_strength, seed, panel, extensions, extra, features)
     for name, subtab in zip(MODES, (t_img2img, t_sketch, t_inpaint, t_upload, t_batch)):
         subtab.select(lambda m=name: (m, gr.Group(visible=m in ("inpaint", "inpaint_upload", "batch"))), None,
                       [mode, inpaint_group], show_progress="hidden", queue=False)
@@ -277,7 +279,7 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
         fields = common_fields(env, values, tab.toprow, tab.sampler, tab.size, tab.batch, tab.seed, quick)
         fields.update(denoising_strength=float(values[tab.denoising_strength]),
                       resize_mode=ResizeMode(values[tab.resize_mode]),
-                      extensions=tab.extensions.request_args(values))
+                      extensions=tab.extensions.request_args(values), **tab.features.request_fields(values))
         mode = values[tab.mode] or "img2img"
         limit = env.ctx.settings.get().max_image_pixels
         if mode == "img2img":
@@ -346,7 +348,8 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
               tab.init_img, tab.sketch, tab.inpaint_editor, tab.inpaint_image, tab.inpaint_mask,
               tab.batch_input_dir, tab.batch_output_dir, tab.batch_mask_dir, tab.resize_mode,
               tab.inpaint.mask_blur, tab.inpaint.mask_mode, tab.inpaint.masked_content, tab.inpaint.inpaint_area,
-              tab.inpaint.padding, tab.denoising_strength, *params.seed_inputs(tab.seed), *tab.extensions.inputs()}
+              tab.inpaint.padding, tab.denoising_strength, *params.seed_inputs(tab.seed), *tab.extensions.inputs(),
+              *tab.features.inputs()}
     output_panel.wire_generation(env, tab.panel, tab.toprow, plan, inputs)
     tab.seed.reuse_seed.click(output_panel.reuse_seed_handler("seed"), [tab.panel.shown, tab.panel.selected],
                               tab.seed.seed, show_progress="hidden")

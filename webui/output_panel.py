@@ -89,6 +89,7 @@ class OutputPanel:
     save_zip: gr.Button
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
+    send_to_extras: gr.Button
     download: gr.File
     info: gr.HTML
     log: gr.HTML
@@ -124,12 +125,15 @@ def build(env: UiEnv, tab: str) -> OutputPanel:
                                           f"{tab}_send_to_img2img")
             send_to_inpaint = tool_button("🎨", "Send image and generation parameters to img2img inpaint tab",
                                           f"{tab}_send_to_inpaint")
+            send_to_extras = tool_button("📐", "Send image and generation parameters to extras tab",
+                                         f"{tab}_send_to_extras")
         download = gr.File(label="Download", file_count="multiple", interactive=False, visible=False,
                            elem_id=f"download_files_{tab}")
         info = gr.HTML("", elem_id=f"html_info_{tab}", elem_classes=["infotext"], js_on_load=None)
         log = gr.HTML("", elem_id=f"html_log_{tab}", elem_classes=["html-log"], js_on_load=None)
     panel = OutputPanel(tab, progress, preview, gallery, open_folder, save, save_zip, send_to_img2img,
-                        send_to_inpaint, download, info, log, gr.State(None), gr.State(0), gr.State(None))
+                        send_to_inpaint, send_to_extras, download, info, log, gr.State(None), gr.State(0),
+                        gr.State(None))
     _wire_tools(env, panel)
     return panel
 

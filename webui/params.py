@@ -1,4 +1,5 @@
-"""Generation controls shared by txt2img and img2img: sampler, size, batch, CFG, seed + variation."""
+"""Generation controls shared by txt2img and img2img: sampler, size, batch, CFG, seed + variation,
+restore faces and tiling."""
 
 from __future__ import annotations
 
@@ -123,6 +124,30 @@ def seed_controls(env: UiEnv, tab: str) -> SeedControls:
     extra.change(lambda on: gr.Group(visible=on), extra, extra_row, show_progress="hidden", queue=False)
     return SeedControls(seed, random_seed, reuse_seed, extra, extra_row, subseed, random_subseed, reuse_subseed,
                         subseed_strength, seed_resize_from_w, seed_resize_from_h)
+
+
+@dataclass
+class FeatureControls:
+    """A1111's "Restore faces" and "Tiling" checkboxes (both tabs)."""
+
+    restore_faces: gr.Checkbox
+    tiling: gr.Checkbox
+
+    def inputs(self) -> set:
+        return {self.restore_faces, self.tiling}
+
+    def request_fields(self, values: dict) -> dict[str, bool]:
+        return {"restore_faces": bool(values[self.restore_faces]), "tiling": bool(values[self.tiling])}
+
+
+def feature_controls(env: UiEnv, tab: str) -> FeatureControls:
+    """The checkboxes start from the settings face_restoration / tiling (A1111 1.6+)."""
+    opts = env.ctx.settings.get()
+    with gr.Row(elem_id=f"{tab}_checkboxes", elem_classes=["checkboxes-row"]):
+        restore_faces = env.component(gr.Checkbox, tab, "Restore faces", value=bool(opts.face_restoration),
+                                      elem_id=f"{tab}_restore_faces")
+        tiling = env.component(gr.Checkbox, tab, "Tiling", value=bool(opts.tiling), elem_id=f"{tab}_tiling")
+    return FeatureControls(restore_faces, tiling)
 
 
 def as_int(value: Any, default: int) -> int:

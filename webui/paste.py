@@ -31,6 +31,8 @@ class PasteTarget:
     quick: Quicksettings
     denoising_strength: Optional[gr.Slider] = None
     inpaint: Any = None  # img2img.InpaintControls
+    features: Optional[params.FeatureControls] = None  # restore faces, tiling
+    hires: Any = None  # hires_fix.HiresControls (txt2img)
 
     def components(self) -> list:
         out = [self.toprow.prompt, self.toprow.negative_prompt, self.toprow.styles, self.sampler.sampler,
@@ -43,6 +45,10 @@ class PasteTarget:
         if self.inpaint is not None:
             i = self.inpaint
             out += [i.mask_blur, i.mask_mode, i.masked_content, i.inpaint_area, i.padding]
+        if self.features is not None:
+            out += [self.features.restore_faces, self.features.tiling]
+        if self.hires is not None:
+            out += self.hires.components()
         return out
 
 
@@ -106,6 +112,9 @@ def paste_values(env: UiEnv, text: str, target: PasteTarget) -> dict:
             out[target.quick.vae] = fields["vae"]
         else:
             gr.Warning(f"VAE {fields['vae']!r} from the parameters is not available.")
+    if target.features is not None:  # "Face restoration: <model>" / "Tiling: True", off when absent
+        out[target.features.restore_faces] = bool(fields.get("restore_faces"))
+        out[target.features.tiling] = bool(fields.get("tiling"))
     inpaint = fields.get("inpaint_options")
     if target.inpaint is not None and isinstance(inpaint, dict):
         i = target.inpaint
@@ -114,6 +123,8 @@ def paste_values(env: UiEnv, text: str, target: PasteTarget) -> dict:
         out[i.masked_content] = _value(inpaint.get("masked_content", "original"))
         out[i.inpaint_area] = _value(inpaint.get("inpaint_area", "Whole picture"))
         out[i.padding] = inpaint.get("only_masked_padding", 32)
+    if target.hires is not None:
+        out.update(target.hires.paste_values(fields))
     return out
 
 

@@ -23,6 +23,7 @@ class PngInfoTab:
     send_to_txt2img: gr.Button
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
+    send_to_extras: gr.Button
 
 
 def build(env: UiEnv) -> PngInfoTab:
@@ -38,7 +39,8 @@ def build(env: UiEnv) -> PngInfoTab:
                 send_to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
                 send_to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
                 send_to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_inpaint")
-    tab = PngInfoTab(image, html, text, send_to_txt2img, send_to_img2img, send_to_inpaint)
+                send_to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_extras")
+    tab = PngInfoTab(image, html, text, send_to_txt2img, send_to_img2img, send_to_inpaint, send_to_extras)
     image.change(read_image_info, image, [html, text], show_progress="hidden", api_visibility="private")
     return tab
 

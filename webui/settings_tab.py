@@ -34,12 +34,15 @@ QUICKSETTINGS = ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")
 SECTIONS: dict[str, tuple[str, ...]] = {
     "Saving images/grids": ("samples_save", "samples_format", "samples_filename_pattern", "save_to_dirs",
                             "directories_filename_pattern", "grid_save", "grid_format", "jpeg_quality"),
-    "Paths for saving": ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
-                         "outdir_txt2img_grids", "outdir_img2img_grids"),
+    "Paths for saving": ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples",
+                         "outdir_extras_samples", "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids"),
     "Stable Diffusion": ("sd_checkpoints_limit", "randn_source"),
     "img2img": ("inpainting_mask_weight",),
     "Live previews": ("live_previews_enable", "show_progress_every_n_steps"),
     "Defaults": ("default_sampler", "default_scheduler", "default_steps", "default_cfg_scale"),
+    "Postprocessing": ("face_restoration", "tiling", "filter_nsfw", "add_invisible_watermark"),
+    "Upscaling": ("ESRGAN_tile", "ESRGAN_tile_overlap", "DAT_tile", "DAT_tile_overlap", "SWIN_tile",
+                  "SWIN_tile_overlap", "SCUNET_tile", "SCUNET_tile_overlap"),
 }
 
 LABELS = {
@@ -54,6 +57,7 @@ LABELS = {
     "outdir_samples": "Output directory for images; if empty, defaults to three directories below",
     "outdir_txt2img_samples": "Output directory for txt2img images",
     "outdir_img2img_samples": "Output directory for img2img images",
+    "outdir_extras_samples": "Output directory for images from extras tab",
     "outdir_grids": "Output directory for grids; if empty, defaults to two directories below",
     "outdir_txt2img_grids": "Output directory for txt2img grids",
     "outdir_img2img_grids": "Output directory for img2img grids",
@@ -66,6 +70,18 @@ LABELS = {
     "default_scheduler": "Default schedule type (new pages)",
     "default_steps": "Default sampling steps (new pages)",
     "default_cfg_scale": "Default CFG scale (new pages)",
+    "face_restoration": "Restore faces (API requests that leave restore_faces out)",
+    "tiling": "Tiling: produce a tileable picture (API requests that leave tiling out)",
+    "filter_nsfw": "Filter NSFW content: black out images the safety checker in models/safety_checker flags",
+    "add_invisible_watermark": "Add the invisible watermark of SD's reference scripts to images",
+    "ESRGAN_tile": "Tile size for ESRGAN and Real-ESRGAN upscalers (0 = no tiling)",
+    "ESRGAN_tile_overlap": "Tile overlap for ESRGAN upscalers (low values = visible seam)",
+    "DAT_tile": "Tile size for DAT upscalers (0 = no tiling)",
+    "DAT_tile_overlap": "Tile overlap for DAT upscalers (low values = visible seam)",
+    "SWIN_tile": "Tile size for SwinIR upscalers (0 = no tiling)",
+    "SWIN_tile_overlap": "Tile overlap for SwinIR upscalers (low values = visible seam)",
+    "SCUNET_tile": "Tile size for ScuNET upscalers (0 = no tiling)",
+    "SCUNET_tile_overlap": "Tile overlap for ScuNET upscalers (low values = visible seam)",
 }
 
 CHOICES = {"default_sampler": list(SAMPLER_NAMES), "default_scheduler": list(SCHEDULE_NAMES)}

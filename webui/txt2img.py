@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import gradio as gr
 
 from modules.generation.request import GenerationRequest, Mode
-from webui import extension_controls, extra_networks, output_panel, params, toprow
+from webui import extension_controls, extra_networks, hires_fix, output_panel, params, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
 
@@ -24,6 +25,8 @@ class Txt2ImgTab:
     panel: output_panel.OutputPanel
     extensions: extension_controls.ExtensionControls
     extra_networks: extra_networks.ExtraNetworksPanel
+    features: params.FeatureControls  # restore faces, tiling
+    hires: Optional[hires_fix.HiresControls] = None  # the "Hires. fix" accordion
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
@@ -32,13 +35,16 @@ def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
     with gr.Row(elem_id=f"{TAB}_extra_tabs", equal_height=False):
         with gr.Column(scale=1, elem_id=f"{TAB}_settings", min_width=360):
             sampler = params.sampler_controls(env, TAB)
+            features = params.feature_controls(env, TAB)
             size = params.size_controls(env, TAB)
+            hires = hires_fix.build(env, TAB)
             batch = params.batch_controls(env, TAB)
             seed = params.seed_controls(env, TAB)
             extensions = extension_controls.build(env, TAB, is_img2img=False)
         with gr.Column(scale=1, min_width=360):
             panel = output_panel.build(env, TAB)
-    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel, extensions, extra)
+    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel, extensions, extra, features, hires)
+    hires_fix.wire_label(hires, size.width, size.height)
     toprow.wire(env, row, sampler.steps)
     extra_networks.wire(env, extra, row.extra_networks)
     _wire(env, tab, quick)
@@ -49,7 +55,8 @@ def request_inputs(tab: Txt2ImgTab, quick: Quicksettings) -> set:
     return {tab.toprow.prompt, tab.toprow.negative_prompt, tab.toprow.styles, tab.sampler.sampler,
             tab.sampler.scheduler, tab.sampler.steps, tab.size.width, tab.size.height, tab.batch.batch_count,
             tab.batch.batch_size, tab.batch.cfg_scale, quick.checkpoint, quick.vae, quick.clip_skip,
-            *params.seed_inputs(tab.seed), *tab.extensions.inputs()}
+            *params.seed_inputs(tab.seed), *tab.extensions.inputs(), *tab.features.inputs(),
+            *(tab.hires.inputs() if tab.hires else ())}
 
 
 def common_fields(env: UiEnv, values: dict, row: toprow.Toprow, sampler: params.SamplerControls,
@@ -77,6 +84,9 @@ def common_fields(env: UiEnv, values: dict, row: toprow.Toprow, sampler: params.
 def _wire(env: UiEnv, tab: Txt2ImgTab, quick: Quicksettings) -> None:
     def plan(values: dict) -> list[output_panel.JobStep]:
         fields = common_fields(env, values, tab.toprow, tab.sampler, tab.size, tab.batch, tab.seed, quick)
+        fields.update(tab.features.request_fields(values))
+        if tab.hires is not None:
+            fields.update(tab.hires.request_fields(values, fields["styles"], env))
         extensions = tab.extensions.request_args(values)
         return [output_panel.JobStep(GenerationRequest(mode=Mode.TXT2IMG, extensions=extensions, **fields))]
 

@@ -4,12 +4,14 @@ Routes and the service raise plain exceptions (the engine's, the registry's, the
 `ErrorMapper.to_response` turns each into a JSON body shaped like A1111's
 (`{"error": type, "detail": ..., "body": "", "errors": text}`) with the right status:
 
-    422  a field is invalid (names the field), an image does not decode, an unknown script or
+    422  a field is invalid (names the field), an image does not decode, an unknown upscaler (names
+         the field, lists the valid names), an unknown script or
          extension, or its args (alwayson_scripts.<title>...) do not validate,
          a width x height past the device's limit (names both and the setting)
     400  a body that does not parse (not JSON, or nested too deeply)
     404  unknown sampler / schedule type / model / VAE / task (lists the valid names)
-    503  no usable model at all; the job queue is full (with Retry-After)
+    503  no usable model at all; the job queue is full (with Retry-After); the NSFW filter is on
+         but its safety checker is not installed (the body names the folder and files)
     409  a task id that is already queued or running
     401  missing or wrong credentials (auth.py raises it)
     499  the client went away while its job waited or ran (the job was stopped; nobody reads it)
@@ -39,6 +41,8 @@ from starlette.exceptions import HTTPException  # FastAPI's HTTPException is a s
 from modules.extensions.runner import ExtensionArgsError, ExtensionHookError, UnknownExtensionError
 from modules.jobs.queue import DuplicateTaskError, QueueFullError, UnknownTaskError
 from modules.models.errors import ModelError, NoModelError, UnknownModelError
+from modules.postprocess.safety import SafetyCheckerUnavailableError
+from modules.postprocess.upscalers import UnknownUpscalerError
 from modules.processing.limits import SizeLimitError
 from modules.processing.samplers import UnknownSamplerError
 
@@ -167,6 +171,10 @@ class ErrorMapper:
             return 422, error_body(exc, errors, errors=FieldError(errors).message), None
         if isinstance(exc, FieldError):
             return 422, error_body(exc, exc.errors, errors=exc.message), None
+        if isinstance(exc, UnknownUpscalerError):
+            loc = ("body", exc.field) if isinstance(exc.field, str) else ("body", *exc.field)
+            errors = [{"loc": loc, "msg": str(exc), "type": "unknown_upscaler"}]
+            return 422, error_body(exc, errors, errors=str(exc), valid=exc.valid_names), None
         if isinstance(exc, ApiError):
             return exc.status_code, error_body(exc, exc.message, **exc.extra), None
         if isinstance(exc, UnknownSamplerError):
@@ -176,6 +184,8 @@ class ErrorMapper:
             message = f"{exc} Valid {exc.kind} names: {', '.join(valid) or '(none)'}"
             return 404, error_body(exc, message, kind=exc.kind, valid=valid, close_matches=exc.close_matches), None
         if isinstance(exc, NoModelError):
+            return 503, error_body(exc, str(exc)), None
+        if isinstance(exc, SafetyCheckerUnavailableError):  # filter_nsfw is on: the server lacks the checker
             return 503, error_body(exc, str(exc)), None
         if isinstance(exc, ModelError):  # an unusable or unloadable model file: the message names it
             log.error("model error in an API request: %s", exc)

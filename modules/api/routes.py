@@ -13,6 +13,7 @@ from modules.api import schemas
 from modules.api.auth import user_dependency
 from modules.api.caller import Caller
 from modules.api.errors import ErrorMapper, mapping_route_class
+from modules.api.extras_api import ExtrasService
 from modules.api.service import ApiService
 
 PREFIX = "/sdapi/v1"
@@ -42,6 +43,16 @@ def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callab
     @router.post("/img2img", response_model=schemas.ImageToImageResponse)
     async def img2img(body: schemas.Img2ImgRequest, who: Caller = Depends(caller)):
         return await service.img2img(body, who)
+
+    extras = ExtrasService(service.ctx)
+
+    @router.post("/extra-single-image", response_model=schemas.ExtrasSingleImageResponse)
+    async def extra_single_image(body: schemas.ExtrasSingleImageRequest, who: Caller = Depends(caller)):
+        return await extras.single_image(body, who)
+
+    @router.post("/extra-batch-images", response_model=schemas.ExtrasBatchImagesResponse)
+    async def extra_batch_images(body: schemas.ExtrasBatchImagesRequest, who: Caller = Depends(caller)):
+        return await extras.batch_images(body, who)
 
     @router.post("/png-info", response_model=schemas.PNGInfoResponse)
     def png_info(body: schemas.PNGInfoRequest):
@@ -117,20 +128,23 @@ def build_router(service: ApiService, mapper: ErrorMapper, auth: Optional[Callab
     def memory():
         return service.memory()
 
-    # Not built yet: honest empty answers in A1111's shapes. (/embeddings, /refresh-embeddings and
-    # /hypernetworks: extensions-builtin/textual-inversion.)
     @router.get("/upscalers", response_model=list[schemas.UpscalerItem])
     def upscalers():
-        return []
+        return service.upscaler_items()
 
     @router.get("/latent-upscale-modes", response_model=list[schemas.LatentUpscalerModeItem])
     def latent_upscale_modes():
-        return []
+        return service.latent_upscale_modes()
+
+    @router.get("/realesrgan-models", response_model=list[schemas.RealesrganItem])
+    def realesrgan_models():
+        return service.realesrgan_models()
 
     @router.get("/face-restorers", response_model=list[schemas.FaceRestorerItem])
     def face_restorers():
-        return []
+        return service.face_restorer_items()
 
+    # (/embeddings, /refresh-embeddings and /hypernetworks: extensions-builtin/textual-inversion.)
     @router.get("/scripts", response_model=schemas.ScriptsList)
     def scripts():
         return schemas.ScriptsList(txt2img=service.available_scripts(False), img2img=service.available_scripts(True))

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from modules.generation.request import MAX_PROMPT_CHARS
+from modules.postprocess.extras import ExtrasRequest
 
 # A task id travels in URLs (?task_id=) and logs: short, and printable ASCII without spaces/quotes
 MAX_TASK_ID_CHARS = 128
@@ -98,6 +99,7 @@ class Txt2ImgRequest(_GenerationBase):
     hr_scheduler: Optional[str] = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_cfg: Optional[float] = Field(None, description="Hires CFG scale (Forge's field); None = cfg_scale")
 
 
 class Img2ImgRequest(_GenerationBase):
@@ -207,6 +209,17 @@ class LatentUpscalerModeItem(BaseModel):
     name: str
 
 
+class RealesrganItem(BaseModel):
+    name: str
+    path: Optional[str] = Field(None, description="Where the release is published (fetch it by hand: nothing "
+                                                  "is downloaded here)")
+    scale: Optional[int] = None
+    # beyond A1111: where the file is, or where to put it, and whether it is there and usable
+    local_path: Optional[str] = None
+    installed: bool = False
+    reason: Optional[str] = Field(None, description="Why a file at local_path cannot be used")
+
+
 class SDModelItem(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -285,3 +298,41 @@ class ExtensionItem(BaseModel):
     enabled: bool
     # beyond A1111: why it failed to install, import or load (None when it did not)
     error: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# extras (A1111's ExtrasBaseRequest and friends); names, defaults and ranges are ExtrasRequest's
+
+
+class ExtrasBaseRequest(ExtrasRequest):
+    model_config = ConfigDict(title="ExtrasBaseRequest", extra="ignore", frozen=False)
+
+    show_extras_results: bool = Field(True, description="Accepted; as in A1111, the images are returned either way")
+    save_images: bool = Field(False, description="Beyond A1111 (whose API never saves Extras results): also "
+                                                 "save them to outputs/extras-images")
+
+    def extras_request(self) -> ExtrasRequest:
+        return ExtrasRequest(**self.model_dump(include=set(ExtrasRequest.model_fields)))
+
+
+class ExtrasSingleImageRequest(ExtrasBaseRequest):
+    image: str = Field("", description="The image, base64 (data: URLs accepted)")
+
+
+class FileData(BaseModel):
+    data: str = Field(description="The image, base64")
+    name: str = Field(description="File name")
+
+
+class ExtrasBatchImagesRequest(ExtrasBaseRequest):
+    imageList: list[FileData] = Field(description="The images to work on")
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str = Field(description="The postprocessing text as HTML")
+    image: Optional[str] = Field(None, description="The result, base64")
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str = Field(description="The last image's postprocessing text as HTML")
+    images: list[str] = Field(description="The results, base64, in the order sent")

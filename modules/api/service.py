@@ -32,10 +32,13 @@ from modules.app_context import AppContext
 from modules.api import extensions_api, schemas
 from modules.api.caller import LOCAL, Caller
 from modules.api.errors import ClientGoneError, FieldError, InvalidImageError, UnknownScriptError
-from modules.jobs.queue import Job
+from modules.jobs.queue import Job, JobQueue
 from modules.models.errors import ModelError, NoModelError, UnknownModelError
-from modules.processing import image_ops, samplers
-from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode, RngSource
+from modules.postprocess import image_finish
+from modules.processing import hires as hires_mod, image_ops, samplers
+from modules.processing.latent_upscale import LATENT_MODES, is_latent_mode
+from modules.generation.request import (GenerationRequest, HiresOptions, InpaintArea, InpaintOptions, MaskedContent, Mode,
+                                       ResizeMode, RngSource)
 from modules.generation.result import GenerationResult
 from modules.settings import Options
 from modules.settings_paths import escaping_paths
@@ -56,6 +59,8 @@ OVERRIDE_TO_REQUEST = {
     "sd_vae": "vae",
     "CLIP_stop_at_last_layers": "clip_skip",
     "randn_source": "rng_source",
+    "face_restoration": "restore_faces",  # A1111: the default of a request that leaves it out
+    "tiling": "tiling",
 }
 OVERRIDES_FOR_ENCODING = ("samples_format", "jpeg_quality")
 
@@ -83,6 +88,12 @@ INPAINT_TO_API = {
     "only_masked_padding": "inpaint_full_res_padding",
     "invert_mask": "inpainting_mask_invert",
 }
+# HiresOptions field -> the txt2img API field (A1111's hr_* names)
+HIRES_TO_API = {
+    "scale": "hr_scale", "resize_x": "hr_resize_x", "resize_y": "hr_resize_y", "upscaler": "hr_upscaler",
+    "second_pass_steps": "hr_second_pass_steps", "sampler_name": "hr_sampler_name", "scheduler": "hr_scheduler",
+    "prompt": "hr_prompt", "negative_prompt": "hr_negative_prompt", "cfg_scale": "hr_cfg",
+}
 # request_fields_from_infotext keys -> the API fields that, when sent, win over the infotext
 INFOTEXT_FIELD_SOURCES = {
     "prompt": ("prompt",), "negative_prompt": ("negative_prompt",), "steps": ("steps",),
@@ -90,6 +101,7 @@ INFOTEXT_FIELD_SOURCES = {
     "seed": ("seed",), "width": ("width",), "height": ("height",), "subseed": ("subseed",),
     "subseed_strength": ("subseed_strength",), "seed_resize_from_w": ("seed_resize_from_w",),
     "seed_resize_from_h": ("seed_resize_from_h",), "denoising_strength": ("denoising_strength",),
+    "restore_faces": ("restore_faces",), "tiling": ("tiling",),
     **{name: (name,) for name in SAMPLER_PARAM_FIELDS},
 }
 INFOTEXT_OVERRIDES = {"clip_skip": "CLIP_stop_at_last_layers", "rng_source": "randn_source",
@@ -101,7 +113,7 @@ INFOTEXT_INPAINT_SOURCES = {"mask_blur": ("mask_blur", "mask_blur_x", "mask_blur
 # infotext keys A1111 keeps out of Processed.extra_generation_params
 CORE_INFOTEXT_KEYS = {"Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash", "Model", "VAE hash", "VAE",
                       "Variation seed", "Variation seed strength", "Seed resize from", "Denoising strength",
-                      "Clip skip", "RNG", "Version"}
+                      "Clip skip", "RNG", "Version", "Face restoration", "Tiling"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +158,21 @@ def encode_image(image: Image.Image, infotext: str = "", fmt: str = "png", quali
     return base64.b64encode(image_files.encode_image(image, fmt, infotext, quality=quality).data).decode("ascii")
 
 
+async def wait_for_job(queue: JobQueue, job: Job, caller: Caller) -> Any:
+    """Await a queued job's result; if the client goes away meanwhile, the job leaves the line or
+    is interrupted (ClientGoneError, 499)."""
+    waiting = asyncio.wrap_future(job.future)
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return waiting.result()
+        if await caller.is_disconnected():
+            queue.cancel(job, "Cancelled: the client disconnected")
+            waiting.cancel()  # the job's own future still resolves (cancelled or interrupted)
+            log.info("client of %s disconnected; job stopped", job.id)
+            raise ClientGoneError(f"the client of {job.id} disconnected; the job was stopped")
+
+
 # ---------------------------------------------------------------------------------------------
 # mapping
 
@@ -171,6 +198,8 @@ def _loc(request_loc: Sequence[Any], from_infotext: set[str]) -> tuple[Any, ...]
         return ("body", "infotext", head, *rest)
     if head == "inpaint" and rest and rest[0] in INPAINT_TO_API:
         return ("body", INPAINT_TO_API[rest[0]], *rest[1:])
+    if head == "hires" and rest and rest[0] in HIRES_TO_API:
+        return ("body", HIRES_TO_API[rest[0]], *rest[1:])
     return ("body", *REQUEST_TO_API.get(head, (head,)), *rest)
 
 
@@ -212,21 +241,11 @@ class ApiService:
                 await run_in_threadpool(heap.release_free_memory)
 
     async def _run(self, prepared: Prepared, caller: Caller) -> tuple[Job, GenerationResult]:
-        """Queue the job (the queue may refuse it: size limit 422, full 503, task id 409) and await
-        it; if the client goes away meanwhile, the job leaves the line or is interrupted."""
+        """Queue the job (the queue may refuse it: size limit 422, full 503, task id 409) and await it."""
         queue = self.ctx.queue
         job = queue.submit(prepared.request, prepared.task_id, owner=caller.user)  # previews: the queue's setting
         job.control.previews_when_watched = True  # rendered only once /progress asks for them
-        waiting = asyncio.wrap_future(job.future)
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return job, waiting.result()
-            if await caller.is_disconnected():
-                queue.cancel(job, "Cancelled: the client disconnected")
-                waiting.cancel()  # the job's own future still resolves (cancelled or interrupted)
-                log.info("client of %s disconnected; job stopped", job.id)
-                raise ClientGoneError(f"the client of {job.id} disconnected; the job was stopped")
+        return job, await wait_for_job(queue, job, caller)
 
     # ---------------------------------------------------------------- request -> GenerationRequest
     def prepare(self, body: schemas._GenerationBase, is_img2img: bool) -> Prepared:
@@ -241,7 +260,8 @@ class ApiService:
             warnings.append("accepted but not applied: " + ", ".join(unapplied))
 
         overrides = dict(body.override_settings or {})
-        infotext_fields, infotext_inpaint = self._infotext_fields(body, sent, overrides, is_img2img, warnings)
+        infotext_fields, infotext_inpaint, infotext_hires = self._infotext_fields(body, sent, overrides, is_img2img,
+                                                                                 warnings)
         opts = self._options_with_overrides(overrides, warnings)
         extensions = self._extension_args(body, is_img2img, warnings)
 
@@ -259,6 +279,9 @@ class ApiService:
             checkpoint=_clean_name(overrides.get("sd_model_checkpoint")),
             vae=_clean_name(overrides.get("sd_vae")),
             save_images=body.save_images, save_grid=body.save_images, extensions=extensions,
+            # A1111: left out (null) = the face_restoration / tiling setting
+            restore_faces=opts.face_restoration if body.restore_faces is None else body.restore_faces,
+            tiling=opts.tiling if body.tiling is None else body.tiling,
         )
         fields.update(infotext_fields)
         if fields["styles"]:  # as the UI does: the styles go into the prompts, their names into infotext
@@ -276,16 +299,30 @@ class ApiService:
             fields["denoising_strength"] = fields.get("denoising_strength", body.denoising_strength)
             fields["resize_mode"] = RESIZE_MODES[body.resize_mode]
         else:  # only hires fix uses it in txt2img, but a value out of 0..1 is still an error
-            fields.pop("denoising_strength", None)
+            assert isinstance(body, schemas.Txt2ImgRequest)
+            from_text = fields.pop("denoising_strength", None)
             if body.denoising_strength is not None:
                 fields["denoising_strength"] = body.denoising_strength
+            hires = self._hires_fields(body, sent, infotext_hires, fields, warnings)
+            if hires is not None:
+                if body.denoising_strength is None and from_text is not None:
+                    fields["denoising_strength"] = from_text
+                fields["hires"] = hires
 
         # unknown sampler / schedule names: 404 with the valid names before the job waits in line
         samplers.resolve(fields["sampler_name"], fields["scheduler"])
         self._check_model_names(fields.get("checkpoint"), fields.get("vae"))
+        self._check_postprocess_models(fields["restore_faces"], from_infotext)
 
+        hires_options = None
+        if fields.get("hires") is not None:
+            try:
+                hires_options = HiresOptions(**fields.pop("hires"))
+            except ValidationError as err:
+                raise _field_errors(err, prefix=("hires",)) from None
+            self._check_hires(hires_options, fields)
         try:
-            request = GenerationRequest(**fields, inpaint=inpaint)
+            request = GenerationRequest(**fields, inpaint=inpaint, hires=hires_options)
         except ValidationError as err:
             raise _field_errors(err, from_infotext) from None
         return Prepared(request=request, task_id=_clean_name(body.force_task_id), send_images=body.send_images,
@@ -295,14 +332,8 @@ class ApiService:
     @staticmethod
     def _refuse_unbuilt_features(body: schemas._GenerationBase) -> None:
         """Say clearly what is not built yet instead of quietly producing something else."""
-        if body.restore_faces:
-            raise FieldError.single("restore_faces", "face restoration is not available yet (no face restorers)")
-        if body.tiling:
-            raise FieldError.single("tiling", "tiling is not available yet")
         if _clean_name(body.refiner_checkpoint):
             raise FieldError.single("refiner_checkpoint", "the refiner is not available yet")
-        if isinstance(body, schemas.Txt2ImgRequest) and body.enable_hr:
-            raise FieldError.single("enable_hr", "hires fix is not available yet")
         if isinstance(body, schemas.Img2ImgRequest):
             if not 0 <= body.resize_mode < len(RESIZE_MODES):
                 raise FieldError.single("resize_mode", "must be 0 (just resize), 1 (crop and resize) or "
@@ -314,6 +345,91 @@ class ApiService:
                 raise FieldError.single("inpainting_mask_invert", f"must be 0 or 1, got {body.inpainting_mask_invert}")
             if _clean_name(body.latent_mask):
                 raise FieldError.single("latent_mask", "a separate latent mask is not supported; send `mask`")
+
+    def _check_postprocess_models(self, restore_faces: bool, from_infotext: set[str]) -> None:
+        """Before the job waits in line: the face restorer the settings name (422 on restore_faces)
+        and, with filter_nsfw on, the safety checker (503: the server lacks it, not the request)."""
+        post, opts = self.ctx.postprocess, self.ctx.settings.get()
+        if post is None:  # a context built without postprocessing: the engine checks at job start
+            return
+        if restore_faces:
+            from modules.postprocess.face_restoration import FaceRestorerMissingError
+
+            try:
+                image_finish.require_face_restorer(post, image_finish.face_model(opts))
+            except FaceRestorerMissingError as err:
+                field = ("infotext", "restore_faces") if "restore_faces" in from_infotext else "restore_faces"
+                raise FieldError.single(field, str(err), "face_restorer_missing") from None
+        if opts.filter_nsfw:
+            post.safety.require()
+
+    def _hires_fields(self, body: schemas.Txt2ImgRequest, sent: set[str], from_infotext: Optional[dict[str, Any]],
+                      fields: dict[str, Any], warnings: list[str]) -> Optional[dict[str, Any]]:
+        """enable_hr and the hr_* fields -> HiresOptions field values (None: hires off). As A1111,
+        an `infotext` with hires keys fills what the client did not send, enable_hr included."""
+        enabled = body.enable_hr if "enable_hr" in sent or from_infotext is None else True
+        if not enabled:
+            if body.firstphase_width or body.firstphase_height:
+                warnings.append("firstphase_width/firstphase_height ignored: they only apply with enable_hr")
+            return None
+        values: dict[str, Any] = {}
+        for option, api_name in HIRES_TO_API.items():
+            if api_name in sent or from_infotext is None:
+                values[option] = getattr(body, api_name)
+            else:
+                values[option] = from_infotext.get(option)
+        if body.firstphase_width or body.firstphase_height:
+            self._map_firstphase(body, sent, fields, values, warnings)
+        if values["upscaler"] is None:
+            values["upscaler"] = "Latent"  # A1111's latent_upscale_default_mode
+        for key in ("sampler_name", "scheduler"):
+            values[key] = _clean_name(values[key])
+        if fields.get("styles"):  # as A1111: the styles apply to the hires prompts too
+            for key, negative in (("prompt", False), ("negative_prompt", True)):
+                if values[key]:
+                    pos, neg = self.styles.apply(values[key] if not negative else "",
+                                                 values[key] if negative else "", fields["styles"])
+                    values[key] = neg if negative else pos
+        return values
+
+    @staticmethod
+    def _map_firstphase(body: schemas.Txt2ImgRequest, sent: set[str], fields: dict[str, Any],
+                        values: dict[str, Any], warnings: list[str]) -> None:
+        """A1111 before 1.0: width/height were the final size and firstphase_* the first pass.
+        Kept that meaning: the first pass at firstphase size, resized to width x height."""
+        if not (body.firstphase_width and body.firstphase_height):
+            raise FieldError.single("firstphase_width", "the old hires fix needs both firstphase_width and "
+                                                        "firstphase_height (or send hr_scale / hr_resize_x/y)")
+        if {"hr_resize_x", "hr_resize_y"} & sent:
+            warnings.append("firstphase_width/height: the first pass runs at that size; hr_resize_x/y set the target")
+        else:
+            values["resize_x"], values["resize_y"] = fields["width"] or 0, fields["height"] or 0
+            warnings.append("firstphase_width/height are A1111's old hires fix fields: the first pass runs at "
+                            f"{body.firstphase_width}x{body.firstphase_height} and is upscaled to width x height")
+        fields["width"], fields["height"] = body.firstphase_width, body.firstphase_height
+
+    def _check_hires(self, options: HiresOptions, fields: dict[str, Any]) -> None:
+        """Unknown upscaler (422) or hires sampler (404, as sampler_name), and a target past the
+        size limit (422), before the job waits in line."""
+        if not is_latent_mode(options.upscaler):
+            from modules.postprocess.upscalers import UnknownUpscalerError
+
+            try:
+                self.ctx.postprocess.upscalers.require(options.upscaler, "hr_upscaler")
+            except UnknownUpscalerError as err:  # latent modes are valid here too: list them
+                raise FieldError.single("hr_upscaler", f"{err} Latent modes: {', '.join(LATENT_MODES)}",
+                                        "unknown_upscaler") from None
+        try:
+            hires_mod.resolve_sampler(options, fields["sampler_name"], fields["scheduler"])
+        except samplers.UnknownSamplerError as err:
+            field_name = "hr_sampler_name" if err.kind == "sampler" else "hr_scheduler"
+            raise samplers.UnknownSamplerError(field_name, err.name, err.valid) from None
+        if fields.get("width") and fields.get("height"):
+            try:
+                hires_mod.target_size(fields["width"], fields["height"], options)
+            except hires_mod.HiresSizeError as err:
+                raise FieldError([{"loc": ("body", name), "msg": str(err), "type": "size_limit"}
+                                  for name in err.fields]) from None
 
     def available_scripts(self, is_img2img: bool) -> list[str]:
         """/sdapi/v1/scripts for a tab: A1111's lowercase script titles, then typed extensions."""
@@ -373,19 +489,18 @@ class ApiService:
         return opts
 
     def _infotext_fields(self, body: schemas._GenerationBase, sent: set[str], overrides: dict[str, Any],
-                         is_img2img: bool, warnings: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+                         is_img2img: bool, warnings: list[str]
+                         ) -> tuple[dict[str, Any], dict[str, Any], Optional[dict[str, Any]]]:
         """Fields from `infotext` that the client did not send (A1111's rule). Settings it names
         (clip skip, RNG, model, VAE) go into `overrides` unless the client overrode them."""
         text = _clean_name(body.infotext)
         if text is None:
-            return {}, {}
+            return {}, {}, None
         parsed = infotext_mod.request_fields_from_infotext(body.infotext)
         fields: dict[str, Any] = {}
         for key, sources in INFOTEXT_FIELD_SOURCES.items():
             if key in parsed and not sent.intersection(sources):
-                if key == "denoising_strength" and not is_img2img:
-                    continue
-                fields[key] = parsed[key]
+                fields[key] = parsed[key]  # txt2img: denoising_strength is used with hires only
         for key, option in INFOTEXT_OVERRIDES.items():
             if key not in parsed or option in overrides:
                 continue
@@ -399,7 +514,7 @@ class ApiService:
             overrides[option] = value.value if isinstance(value, RngSource) else value
         inpaint = {k: v for k, v in (parsed.get("inpaint_options") or {}).items()
                    if not sent.intersection(INFOTEXT_INPAINT_SOURCES.get(k, ()))}
-        return fields, inpaint
+        return fields, inpaint, parsed.get("hires") if not is_img2img else None
 
     def _img2img_fields(self, body: schemas.Img2ImgRequest, sent: set[str], infotext_inpaint: dict[str, Any],
                         warnings: list[str]) -> tuple[Mode, tuple[Image.Image, ...], Optional[InpaintOptions]]:
@@ -476,15 +591,16 @@ class ApiService:
             "cfg_scale": request.cfg_scale,
             "steps": request.steps,
             "batch_size": request.batch_size,
-            "restore_faces": False,
-            "face_restoration_model": None,
+            "restore_faces": request.restore_faces,
+            "face_restoration_model": (first.extra.get(image_finish.FACE_RESTORATION_KEY) if first else None) or None,
             "sd_model_name": (first.model_name or None) if first else None,
             "sd_model_hash": (first.model_hash or None) if first else None,
             "sd_vae_name": (first.vae_name or None) if first else None,
             "sd_vae_hash": (first.vae_hash or None) if first else None,
             "seed_resize_from_w": request.seed_resize_from_w or -1,
             "seed_resize_from_h": request.seed_resize_from_h or -1,
-            "denoising_strength": request.denoising_strength if request.mode is not Mode.TXT2IMG else None,
+            "denoising_strength": (request.denoising_strength
+                                   if request.mode is not Mode.TXT2IMG or request.hires is not None else None),
             "extra_generation_params": {k: v for k, v in params.items() if k not in CORE_INFOTEXT_KEYS},
             "index_of_first_image": first_index,
             "infotexts": infotexts,
@@ -706,6 +822,27 @@ class ApiService:
         return [schemas.SchedulerItem(name=s.api_name, label=s.name, aliases=list(s.aliases) or None,
                                       default_rho=s.default_rho, need_inner_model=s.need_inner_model)
                 for s in samplers.SCHEDULES]
+
+    def upscaler_items(self) -> list[schemas.UpscalerItem]:
+        return [schemas.UpscalerItem(**asdict(item)) for item in self.ctx.postprocess.upscalers.items()]
+
+    def face_restorer_items(self) -> list[schemas.FaceRestorerItem]:
+        """The installed restorers (a file in their folder that is not known to be broken), as
+        A1111 lists them: name and the folder (cmd_dir)."""
+        post = self.ctx.postprocess
+        if post is None:
+            return []
+        return [schemas.FaceRestorerItem(name=info.name, cmd_dir=info.cmd_dir)
+                for info in post.face_restorers.items() if info.usable]
+
+    @staticmethod
+    def latent_upscale_modes() -> list[schemas.LatentUpscalerModeItem]:
+        return [schemas.LatentUpscalerModeItem(name=name) for name in LATENT_MODES]
+
+    def realesrgan_models(self) -> list[schemas.RealesrganItem]:
+        """A1111's six releases (name, path = where it is published, scale), and where the file is or goes."""
+        return [schemas.RealesrganItem(**asdict(status))
+                for status in self.ctx.postprocess.upscalers.realesrgan_models()]
 
     def prompt_styles(self) -> list[schemas.PromptStyleItem]:
         out = []

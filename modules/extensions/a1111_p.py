@@ -225,8 +225,8 @@ class Processing:
     do_not_save_grid = _RequestField("save_grid", get=lambda v: not v, put=lambda v: not v)
     outpath_samples = _outpath("samples")
     outpath_grids = _outpath("grids")
-    restore_faces = _ReadOnly(lambda p: False)  # no face restoration in this app yet
-    tiling = _ReadOnly(lambda p: False)  # no tiling in this app yet
+    restore_faces = _RequestField()
+    tiling = _RequestField()
     sd_model_name = _model_attr("name")
     sd_model_hash = _model_attr("short_hash")
     sd_vae_name = _model_attr("vae_name")

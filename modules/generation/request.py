@@ -61,6 +61,24 @@ class InpaintOptions(BaseModel):
     invert_mask: bool = False
 
 
+class HiresOptions(BaseModel):
+    """txt2img's hires fix (A1111's hr_* fields): a second img2img pass at a larger size. Its
+    strength is the request's `denoising_strength`, as in A1111."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scale: float = Field(2.0, ge=1.0, le=8.0)  # used when resize_x and resize_y are both 0
+    resize_x: int = Field(0, ge=0, le=MAX_SIZE)  # target width; 0 = from the other side or the scale
+    resize_y: int = Field(0, ge=0, le=MAX_SIZE)
+    upscaler: str = "Latent"  # a latent mode (modules/processing/latent_upscale.py) or an upscaler name
+    second_pass_steps: int = Field(0, ge=0, le=MAX_STEPS)  # 0 = the first pass's steps
+    sampler_name: Optional[str] = None  # None = the first pass's sampler ("Use same sampler")
+    scheduler: Optional[str] = None
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)  # "" = the first pass's prompt
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    cfg_scale: Optional[float] = Field(None, ge=0.0, le=30.0)  # None = the first pass's CFG scale
+
+
 class GenerationRequest(BaseModel):
     """Everything one generation job needs. Immutable: overrides live here, never in globals."""
 
@@ -100,6 +118,10 @@ class GenerationRequest(BaseModel):
     resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
     inpaint: Optional[InpaintOptions] = None
 
+    hires: Optional[HiresOptions] = None  # txt2img only; None = off
+    restore_faces: bool = False  # with the face_restoration_model setting (A1111's checkbox)
+    tiling: bool = False  # seamless: circular padding in the UNet and VAE convolutions
+
     checkpoint: Optional[str] = None  # title or name; None = the registry's current model
     vae: Optional[str] = None  # "Automatic", "None" or a VAE name; None = the setting
     save_images: bool = True
@@ -137,6 +159,8 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"{self.mode.value} needs at least one image in init_images")
         if self.mode is Mode.INPAINT and self.inpaint is None:
             raise ValueError("inpaint needs inpaint options with a mask")
+        if self.hires is not None and self.mode is not Mode.TXT2IMG:
+            raise ValueError("hires fix is for txt2img only")
         return self
 
     @property

@@ -19,9 +19,10 @@ import uuid
 from collections import OrderedDict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from modules.jobs.control import JobControl, JobState, ProgressSnapshot
+from modules.jobs.task import QueueTask
 from modules.generation.request import GenerationRequest
 from modules.generation.result import GenerationResult
 
@@ -34,7 +35,7 @@ FINISHED_JOBS_KEPT = 256  # so a client can still read progress/result of a rece
 @dataclass
 class Job:
     id: str
-    request: GenerationRequest
+    request: Union[GenerationRequest, QueueTask]  # a generation, or other work (Extras)
     control: JobControl
     future: Future = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.time)
@@ -44,7 +45,7 @@ class Job:
         """Whether a caller sees this job: everyone without auth, else only its owner."""
         return owner is None or self.owner == owner
 
-    def result(self, timeout: Optional[float] = None) -> GenerationResult:
+    def result(self, timeout: Optional[float] = None) -> Any:  # GenerationResult, or the task's result
         return self.future.result(timeout)
 
 
@@ -82,10 +83,11 @@ class JobQueue:
         self._worker.start()
 
     # ---- submitting
-    def submit(self, request: GenerationRequest, task_id: Optional[str] = None,
+    def submit(self, request: Union[GenerationRequest, QueueTask], task_id: Optional[str] = None,
                preview_every: Optional[int] = None, owner: Optional[str] = None) -> Job:
-        """Queue a job. Raises the admit check's error, DuplicateTaskError or QueueFullError."""
-        if self._admit is not None:
+        """Queue a job. Raises the admit check's error, DuplicateTaskError or QueueFullError.
+        A QueueTask (modules/jobs/task.py) runs on the same worker instead of the engine."""
+        if self._admit is not None and isinstance(request, GenerationRequest):
             self._admit(request)
         every = self._preview_every if preview_every is None else preview_every
         job = Job(id=task_id or f"task({uuid.uuid4().hex[:15]})", request=request,
@@ -224,12 +226,13 @@ class JobQueue:
         if not job.future.set_running_or_notify_cancel():
             return
         try:
-            result = self._generate(job.request, job.control)
+            work = job.request
+            result = work.run(job.control) if isinstance(work, QueueTask) else self._generate(work, job.control)
         except BaseException as exc:  # the worker must outlive any job
             job.control.finish(failed=True, textinfo=f"{type(exc).__name__}: {exc}")
             job.future.set_exception(exc)
         else:
-            job.control.finish(textinfo="Interrupted" if result.interrupted else "Done")
+            job.control.finish(textinfo="Interrupted" if getattr(result, "interrupted", False) else "Done")
             job.future.set_result(result)
 
     def _forget_old_jobs(self) -> None:

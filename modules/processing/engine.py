@@ -5,7 +5,8 @@ modules/extensions/hooks.py for what each hook may do):
 
     prepare            sampler, model, size, seeds, prompts
     process            hooks: may edit prompts, seeds, the request
-    patch model        hooks: patches for this job, always undone
+    patch model        hooks: patches for this job, always undone; tiling: circular-padding copies
+                       of the UNet and VAE for this job (modules/processing/tiling.py)
     for each batch:
       before batch     hooks: may edit the batch's prompts
       prompts          extra-network tags (<lora:...>) parsed out, once
@@ -13,7 +14,8 @@ modules/extensions/hooks.py for what each hook may do):
       conditioning     text encoder
       sample           denoising loop; unet_step hooks add UNet inputs every step
       decode           VAE, inpaint compositing; after_batch hooks
-      postprocess      postprocess_image hooks, per image
+      postprocess      per image: face restore, NSFW, postprocess_image hooks, watermark
+                       (modules/postprocess/image_finish.py)
       save             outputs + infotext
     grid, postprocess hooks
 
@@ -43,11 +45,14 @@ from modules.jobs.control import JobControl
 from modules.models.loaded import LoadedModel, ModelProvider
 from modules.models.vae_decode import decode_latents, unscale_latents
 from modules.paths import Paths
-from modules.processing import extra_networks, image_ops, latents as latent_ops, samplers
+from modules.postprocess import image_finish
+from modules.postprocess.services import Postprocessors
+from modules.processing import extra_networks, hires as hires_mod, image_ops, latents as latent_ops, samplers, tiling
 from modules.processing.conditioning import PromptEncoder, ScheduledConditioning
 from modules.processing.job_state import BatchState, JobState
+from modules.processing.latent_upscale import is_latent_mode, upscale_latents
 from modules.processing.noise import NoiseSpec, create_noise, resolve_seeds
-from modules.processing.sampling import LatentInpaint, SamplingJob, denoise
+from modules.processing.sampling import LatentInpaint, SamplingJob, SamplingOutcome, denoise
 from modules.settings import Options, SettingsStore
 
 log = logging.getLogger(__name__)
@@ -77,8 +82,11 @@ class SavedImage:
 class Engine:
     def __init__(self, models: ModelProvider, settings: SettingsStore, paths: Paths,
                  vae_tile_threshold: Optional[int] = None, extensions: Optional[ExtensionSet] = None,
-                 on_image_saved: Optional[Callable[[SavedImage], None]] = None) -> None:
+                 on_image_saved: Optional[Callable[[SavedImage], None]] = None,
+                 postprocess: Optional[Postprocessors] = None) -> None:
         self._models = models
+        # upscalers (hires fix), face restoration, NSFW checker: the app's one set of them
+        self._postprocess = postprocess if postprocess is not None else Postprocessors(paths, settings)
         self._vae_tile_threshold = vae_tile_threshold  # None: decode_latents' default
         self._settings = settings
         self._paths = paths
@@ -89,6 +97,10 @@ class Engine:
     @property
     def extensions(self) -> ExtensionSet:
         return self._extensions
+
+    @property
+    def postprocess(self) -> Postprocessors:
+        return self._postprocess
 
     # ------------------------------------------------------------------ entry point
     def generate(self, request: GenerationRequest, control: Optional[JobControl] = None) -> GenerationResult:
@@ -103,7 +115,10 @@ class Engine:
                 hooks.process(job)
                 self._resolve(job)  # a hook may have changed the request
                 hooks.patch_models(job, job_patches)
-                control.start(job.batch_count, job.request.steps)
+                image_finish.prepare(job, self._postprocess)  # restorer / NSFW checker missing: fail now
+                if job.request.tiling:  # this job's circular-padding copies of the UNet and VAE
+                    job.model = tiling.tiled(job.model)
+                control.start(job.batch_count, job.request.steps + (job.hires.run_steps if job.hires else 0))
                 for batch in self._batches(job):
                     if control.interrupted:
                         break
@@ -131,6 +146,7 @@ class Engine:
         t = time.perf_counter()
         request = job.request
         job.sampler = samplers.resolve(request.sampler_name, request.scheduler)  # fail fast on bad names
+        self._check_hires_upscaler(request)
         job.model = self._models.get(request.checkpoint, request.vae)
         job.clock.add("load", t)
         job.width = request.width or job.model.native_size
@@ -139,6 +155,7 @@ class Engine:
         result.width, result.height, result.model_title = job.width, job.height, job.model.title
         result.sampler_name, result.scheduler = job.sampler.sampler.name, job.sampler.schedule.name
         result.request = request
+        self._plan_hires(job)
         notes = [f"{job.sampler.sampler.name}: {job.sampler.sampler.note}"] if job.sampler.sampler.note else []
         _add_warnings(result, notes + list(_step_options(job).warnings))
 
@@ -165,8 +182,9 @@ class Engine:
                 batch.images = inputs.passthrough
             else:
                 job.clock.add("encode", t)
-                self._sample(job, batch, inputs, hooks)
-                self._decode(job, batch, inputs)
+                first_pass = self._sample(job, batch, inputs, hooks)
+                if job.hires is None or not self._hires_pass(job, batch, inputs, first_pass, hooks):
+                    self._decode(job, batch, inputs)
         hooks.after_batch(job, batch)
         self._postprocess_and_save(job, batch, hooks)
 
@@ -189,9 +207,9 @@ class Engine:
         batch.uncond = ScheduledConditioning(encoder, batch.encoder_negative_prompts, steps, clip_skip, state=state,
                                              embeddings=job.embeddings)
 
-    def _sample(self, job: JobState, batch: BatchState, inputs: _BatchInputs, hooks: JobHooks) -> None:
+    def _sample(self, job: JobState, batch: BatchState, inputs: _BatchInputs, hooks: JobHooks) -> SamplingOutcome:
         t = time.perf_counter()
-        request, model, control = job.request, job.model, job.control
+        request, model = job.request, job.model
         factor = model.vae_scale_factor
         latent_shape = (model.latent_channels, job.height // factor, job.width // factor)
         resize_from = None
@@ -202,10 +220,7 @@ class Engine:
         noise, generators = create_noise(spec, batch.seeds, batch.subseeds, model.device)
         scheduler = samplers.build_scheduler(job.sampler, model.pipe.scheduler.config, seeds=batch.seeds,
                                              is_sdxl=model.family.is_xl)
-        unet_step = None
-        if hooks.wants_unet_steps:
-            def unet_step(step: UNetStep) -> dict:
-                return hooks.unet_step(job, batch, step)
+        unet_step = _unet_step_hook(job, batch, hooks)
         sampling = SamplingJob(
             unet=model.unet, device=model.device, scheduler=scheduler, cond=batch.cond, uncond=batch.uncond,
             cfg_scale=request.cfg_scale, steps=request.steps, noise=noise, generators=generators,
@@ -215,18 +230,123 @@ class Engine:
             unet_per_image=job.options.batch_per_image, step_options=_step_options(job).kwargs,
             unet_step=unet_step)
         t = job.clock.add("encode", t)
+        # progress counts both passes: the first pass's steps, then the planned hires steps
+        outcome = self._denoise(job, batch, sampling, offset=0, after=job.hires.run_steps if job.hires else 0)
+        batch.latents = outcome.latents
+        job.clock.add("sample", t)
+        return outcome
+
+    def _denoise(self, job: JobState, batch: BatchState, sampling: SamplingJob, offset: int, after: int,
+                 what_pass: str = "") -> SamplingOutcome:
+        """Run one denoising loop, reporting its steps as steps offset+1.. of offset+total+after."""
+        model, control = job.model, job.control
 
         def on_step(step: int, total: int, preview_latents) -> None:
-            control.report_step(batch.index, step, total,
+            control.report_step(batch.index, offset + step, offset + total + after,
                                 lambda: latent_ops.latent_preview(model.vae, preview_latents(), model.family.is_xl))
 
         outcome = denoise(sampling, on_step, lambda: control.interrupted or control.skip_requested)
         if outcome.stopped_early:
             what = "interrupted" if control.interrupted else "skipped"
             job.result.warnings.append(
-                f"batch {batch.index + 1} {what} at step {outcome.steps_done}/{outcome.total_steps}")
+                f"batch {batch.index + 1} {what} at step {outcome.steps_done}/{outcome.total_steps}{what_pass}")
+        return outcome
+
+    # ------------------------------------------------------------------ hires fix (txt2img second pass)
+    def _check_hires_upscaler(self, request: GenerationRequest) -> None:
+        """An unknown hires upscaler fails before the model loads (latent modes are not upscalers)."""
+        if request.hires is not None and not is_latent_mode(request.hires.upscaler):
+            self._postprocess.upscalers.require(request.hires.upscaler, "hires.upscaler")
+
+    def _plan_hires(self, job: JobState) -> None:
+        for key in [k for k in job.extra_params if k.startswith("Hires ")]:  # from before a hook's change
+            del job.extra_params[key]
+        job.hires = hires_mod.plan(job.request, job.width, job.height, job.sampler)
+        if job.hires is not None:
+            job.extra_params.update(job.hires.infotext(job.request, job.sampler))
+
+    def _hires_pass(self, job: JobState, batch: BatchState, inputs: _BatchInputs, first: SamplingOutcome,
+                    hooks: JobHooks) -> bool:
+        """Upscale the first pass and denoise it again at the target size. Leaves latents for
+        `_decode`, or returns True when it set `batch.images` itself (an image upscaler at
+        denoising strength 0: the upscaled picture is the result, no VAE round trip)."""
+        plan, model, control, request = job.hires, job.model, job.control, job.request
+        if first.stopped_early or control.interrupted or control.skip_requested:
+            # as A1111: an interrupted job keeps the first pass as it is
+            _add_warnings(job.result, [f"hires fix not run for batch {batch.index + 1}: the first pass was stopped;"
+                                       f" its images are {job.width}x{job.height}"])
+            return False
+        t = time.perf_counter()
+        target, factor = plan.target, model.vae_scale_factor
+        images = None
+        if plan.is_latent:  # the first pass's latents straight into the upscale: no decode, no encode
+            latents = upscale_latents(batch.latents.float(), *target.latent_size, plan.options.upscaler)
+        else:
+            self._decode(job, batch, inputs)
+            t = time.perf_counter()
+            upscalers = self._postprocess.upscalers
+            images = [upscalers.upscale_to(img, target.upscale_width, target.upscale_height, plan.options.upscaler)
+                      for img in batch.images]
+            if plan.run_steps == 0:
+                batch.images = [img.crop(target.crop_box()) for img in images]
+                job.clock.add("upscale", t)
+                return True
+            latents = latent_ops.encode_images(model.vae, latent_ops.pil_to_tensor(images))
+        latents = hires_mod.crop_latents(latents, target)
+        batch.latents = latents
+        t = job.clock.add("upscale", t)
+        if plan.run_steps == 0:  # denoising strength 0: the upscaled latents are the result
+            return False
+
+        height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+        resize_from = None
+        if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
+            resize_from = (request.seed_resize_from_h // factor, request.seed_resize_from_w // factor)
+        # A1111 draws new noise at the new size from the same seeds
+        spec = NoiseSpec(shape=tuple(latents.shape[1:]), subseed_strength=request.subseed_strength,
+                         resize_from=resize_from, source=request.rng_source)
+        noise, generators = create_noise(spec, batch.seeds, batch.subseeds, model.device)
+        cond, uncond = self._hires_conditioning(job, batch)
+        inpaint = None
+        if model.is_inpainting:  # 9-channel UNets: everything masked, as the first pass
+            n = batch.size
+            pictures = ([img.crop(target.crop_box()) for img in images] if images is not None
+                        else [Image.new("RGB", (width, height), (127, 127, 127))] * n)
+            inpaint = _latent_inpaint(model, pictures, [Image.new("L", (width, height), 255)] * n, blend=False,
+                                      mask_weight=job.options.inpainting_mask_weight if images is not None else 1.0)
+        sampling = SamplingJob(
+            unet=model.unet, device=model.device,
+            scheduler=samplers.build_scheduler(plan.sampler, model.pipe.scheduler.config, seeds=batch.seeds,
+                                               is_sdxl=model.family.is_xl),
+            cond=cond, uncond=uncond, cfg_scale=plan.cfg_scale, steps=plan.steps, run_steps=plan.run_steps,
+            noise=noise, generators=generators, init_latents=latents.to(model.device), strength=plan.strength,
+            inpaint=inpaint, time_ids=_time_ids(model, width, height), unet_per_image=job.options.batch_per_image,
+            step_options=_step_options(job, plan.sampler).kwargs, unet_step=_unet_step_hook(job, batch, hooks))
+        outcome = self._denoise(job, batch, sampling, offset=first.total_steps, after=0, what_pass=" of the hires pass")
         batch.latents = outcome.latents
         job.clock.add("sample", t)
+        return False
+
+    def _hires_conditioning(self, job: JobState, batch: BatchState) -> tuple[ScheduledConditioning, ScheduledConditioning]:
+        """The second pass's prompts ("" = the first pass's), scheduled over the hires steps
+        (A1111's prompt editing: integers count on from the first pass). The first pass's extra
+        networks stay applied: tags in a hires prompt are taken out of the text, not re-applied."""
+        plan, request = job.hires, job.request
+        encoder = self._encoder(job.model)
+        state = (*job.text_encoder_state, *batch.text_encoder_state)
+        known = {(c.kind, c.items) for c in batch.extra_networks}
+        pair = []
+        for hr_text, first_texts in ((plan.prompt, batch.encoder_prompts),
+                                     (plan.negative_prompt, batch.encoder_negative_prompts)):
+            texts = first_texts
+            if hr_text:
+                texts, calls = extra_networks.parse_prompts([hr_text] * batch.size)
+                if any((c.kind, c.items) not in known for c in calls):
+                    _add_warnings(job.result, ["extra networks in the hires prompt are not applied to the "
+                                               "second pass; it uses the first pass's"])
+            pair.append(ScheduledConditioning(encoder, texts, request.steps, request.clip_skip,
+                                              hires_steps=plan.run_steps, state=state, embeddings=job.embeddings))
+        return pair[0], pair[1]
 
     def _decode(self, job: JobState, batch: BatchState, inputs: _BatchInputs) -> None:
         """The whole batch in one VAE pass, or (the `batch_per_image` setting) one image at a time:
@@ -291,7 +411,9 @@ class Engine:
             out = OutputImage(index=batch.first_image + j, image=image, seed=batch.seeds[j],
                               subseed=batch.subseeds[j], prompt=batch.prompts[j],
                               negative_prompt=batch.negative_prompts[j])
+            image_finish.before_extensions(job, out, self._postprocess)  # face restore, NSFW
             hooks.postprocess_image(job, out)
+            image_finish.after_extensions(job, out)  # watermark, last before saving
             params = self._image_params(job, out, {**step_infotext, **job.extra_params, **out.extra_params})
             text = infotext_mod.build_infotext(request, params)
             result.add_image(out.image, params, text)
@@ -317,7 +439,7 @@ class Engine:
         request, options, result = job.request, job.options, job.result
         if len(result.images) < 2 or not (request.save_grid and options.grid_save):
             return
-        result.grid = outputs.make_grid(result.images)
+        result.grid = image_finish.mark(job, outputs.make_grid(result.images))
         if request.save_images:
             path = outputs.save_image(result.grid, kind=_kind(request), seed=result.seeds[0], prompt=request.prompt,
                                       infotext=result.infotexts[0], settings=save_settings(options, request),
@@ -350,6 +472,13 @@ def _add_warnings(result: GenerationResult, warnings: Iterable[str]) -> None:
     for warning in warnings:
         if warning not in result.warnings:
             result.warnings.append(warning)
+
+
+def _unet_step_hook(job: JobState, batch: BatchState, hooks: JobHooks) -> Optional[Callable[[UNetStep], dict]]:
+    """The extensions' unet_step hooks for one sampling loop (both passes of a hires job), or None."""
+    if not hooks.wants_unet_steps:
+        return None
+    return lambda step: hooks.unet_step(job, batch, step)
 
 
 def _latent_inpaint(model: LoadedModel, images: list[Image.Image], masks: list[Image.Image],
@@ -396,11 +525,11 @@ def _time_ids(model: LoadedModel, width: int, height: int) -> Optional[torch.Ten
     return torch.tensor([uncond, cond], dtype=torch.float32)
 
 
-def _step_options(job: JobState) -> samplers.StepOptions:
+def _step_options(job: JobState, choice: Optional[samplers.SamplerChoice] = None) -> samplers.StepOptions:
     request, options = job.request, job.options
     params = samplers.SamplerParams(eta=request.eta, s_churn=request.s_churn, s_tmin=request.s_tmin,
                                     s_tmax=request.s_tmax, s_noise=request.s_noise)
-    return samplers.step_options(job.sampler.sampler, params, eta_ancestral=getattr(options, "eta_ancestral", 1.0),
+    return samplers.step_options((choice or job.sampler).sampler, params, eta_ancestral=getattr(options, "eta_ancestral", 1.0),
                                  eta_ddim=getattr(options, "eta_ddim", 0.0))
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from modules.models.loaded import LoadedModel
     from modules.processing.conditioning import EmbeddingTable, ScheduledConditioning
     from modules.processing.extra_networks import ExtraNetworkCall
+    from modules.processing.hires import HiresPlan
     from modules.generation.request import GenerationRequest
     from modules.generation.result import GenerationResult
     from modules.processing.samplers import SamplerChoice
@@ -48,6 +49,7 @@ class JobState:
     sampler: Optional["SamplerChoice"] = None
     width: int = 0
     height: int = 0
+    hires: Optional["HiresPlan"] = None  # txt2img's second pass (request.hires resolved); None = off
     all_prompts: list[str] = field(default_factory=list)  # after styles, extra-network tags kept (infotext)
     all_negative_prompts: list[str] = field(default_factory=list)
     all_seeds: list[int] = field(default_factory=list)

@@ -60,6 +60,11 @@ def request_size_check(current_setting: Callable[[], int], device_type: str) -> 
 
     def check(request: GenerationRequest) -> None:
         check_size(request.width, request.height, current_setting(), device_type)
+        if request.hires is not None and request.width and request.height:  # the second pass's size too
+            from modules.processing.hires import target_size
+
+            target = target_size(request.width, request.height, request.hires)
+            check_size(target.width, target.height, current_setting(), device_type)
 
     return check
 

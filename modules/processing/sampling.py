@@ -41,6 +41,9 @@ class SamplingJob:
     init_latents: Optional[torch.Tensor] = None  # scaled latents of the init images (img2img/inpaint)
     start_latents: Optional[torch.Tensor] = None  # init latents after masked-content edits
     strength: float = 1.0
+    # img2img steps run; None = int(steps * strength). Hires fix runs exactly its hires steps of a
+    # schedule `steps` long (A1111's img2img given steps), which int(steps * strength) misses.
+    run_steps: Optional[int] = None
     inpaint: Optional[LatentInpaint] = None
     time_ids: Optional[torch.Tensor] = None  # SDXL micro-conditioning, [2, n] (uncond, cond)
     step_options: dict[str, float] = field(default_factory=dict)  # eta, s_churn, ... (samplers.step_options)
@@ -71,7 +74,8 @@ def _timesteps(job: SamplingJob, device: torch.device) -> tuple[torch.Tensor, in
     sched.set_timesteps(job.steps, device=device)
     if job.init_latents is None or job.strength >= 1.0:
         return sched.timesteps, job.steps
-    run = max(1, min(job.steps, int(job.steps * job.strength)))
+    run = job.run_steps if job.run_steps is not None else int(job.steps * job.strength)
+    run = max(1, min(job.steps, run))
     start = (job.steps - run) * sched.order
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(start)

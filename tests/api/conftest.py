@@ -23,6 +23,7 @@ import uvicorn
 from modules.cmd_args import parse_args
 from modules.paths import EMBEDDED_MODEL_DIR
 from tests.tiny_model import save_tiny_model_dir
+from tests.torch_threads import one_torch_thread as single_torch_thread
 
 MODEL_A, MODEL_B = EMBEDDED_MODEL_DIR.name, "tiny-b"
 STYLES_CSV = 'name,prompt,negative_prompt\nsunny,"{prompt}, sunny day",blurry\n'
@@ -83,13 +84,8 @@ def ctx(data_dir):
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Tiny models on a shared CPU: several threads per op only fight each other (30x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,6 @@ def locs(response) -> list[str]:
     ("cfg_scale", "lots", "body.cfg_scale"),
     ("seed", -5, "body.seed"),
     ("subseed_strength", 2, "body.subseed_strength"),
-    ("enable_hr", True, "body.enable_hr"),
     ("restore_faces", True, "body.restore_faces"),
 ])
 def test_invalid_fields_are_422_naming_the_field(client, field, value, loc):

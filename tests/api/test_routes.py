@@ -43,7 +43,7 @@ def test_unload_and_reload_checkpoint(client):
 
 
 def test_not_built_yet_lists_are_empty_in_a1111_shapes(client):
-    for path in ("upscalers", "latent-upscale-modes", "face-restorers"):
+    for path in ("face-restorers",):  # upscalers: tests/api/test_upscalers_api.py
         r = client.get(f"/sdapi/v1/{path}")
         assert r.status_code == 200 and r.json() == [], path
     assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
