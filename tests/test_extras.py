@@ -354,3 +354,18 @@ def test_model_upscaler_in_extras_with_a_second_upscaler(paths, pp):
     assert np.array_equal(arr(out.image), arr(Image.blend(model, lanczos, 0.4)))
     assert out.infotext == ("Postprocess upscale to: 40x40, Postprocess crop to: 40x40, "
                             f"Postprocess upscaler: {name}, Postprocess upscaler 2: Lanczos")
+
+
+def test_extras_tab_names_the_missing_models_and_broken_files(tmp_path):
+    """The tab never downloads: it says which file to put where, and why a file there is unusable."""
+    from modules.postprocess.services import Postprocessors
+    from webui.extras import models_note
+
+    paths = Paths(data_dir=tmp_path)
+    (tmp_path / "models" / "ESRGAN").mkdir(parents=True)
+    (tmp_path / "models" / "ESRGAN" / "broken.pth").write_bytes(b"not a model")
+    note = models_note(Postprocessors(paths, SettingsStore(None), device="cpu"))
+    assert "codeformer.pth" in note and str(tmp_path / "models" / "Codeformer") in note
+    assert "GFPGANv1.4.pth" in note and str(tmp_path / "models" / "GFPGAN") in note
+    assert "`RealESRGAN_x4plus.pth` (R-ESRGAN 4x+)" in note and str(tmp_path / "models" / "RealESRGAN") in note
+    assert "`broken.pth` cannot be used:" in note

@@ -272,7 +272,8 @@ def _wire_page_load(ui: Ui, demo: gr.Blocks) -> None:
         return out
 
     outputs = [ui.quick.checkpoint, ui.quick.vae, ui.quick.clip_skip, *ui.settings.components.values(),
-               *[c for c, _ in default_targets], *env.style_dropdowns, ui.extras.upscaler_1, ui.extras.upscaler_2]
+               *[c for c, _ in default_targets], *env.style_dropdowns, ui.extras.upscaler_1, ui.extras.upscaler_2,
+               ui.extras.models_note]
     demo.load(on_load, None, outputs, show_progress="hidden", api_visibility="private")
 
 

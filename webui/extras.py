@@ -61,6 +61,7 @@ class ExtrasTab:
     info: gr.HTML
     log: gr.HTML
     infotexts: gr.State
+    models_note: gr.Markdown
 
 
 def upscaler_names(env: UiEnv) -> list[str]:
@@ -68,6 +69,25 @@ def upscaler_names(env: UiEnv) -> list[str]:
         return list(env.ctx.postprocess.upscalers.names())
     except Exception:  # a broken model folder must not take the tab down; the built-ins still work
         return ["None", "Lanczos", "Nearest"]
+
+
+def models_note(postprocess: Any) -> str:
+    """Markdown naming what is missing or broken and the file to put where (nothing is downloaded)."""
+    lines = []
+    try:
+        lines += [f"- {item.message}" for item in postprocess.face_restorers.items()
+                  if not item.usable and item.message]
+        missing = [r for r in postprocess.upscalers.realesrgan_models() if not r.installed]
+        if missing:
+            files = ", ".join(f"`{Path(r.local_path).name}` ({r.name})" for r in missing)
+            lines.append(f"- Real-ESRGAN: put {files} in `{Path(missing[0].local_path).parent}`")
+        lines += [f"- `{u.path.name}` cannot be used: {u.reason}" for u in postprocess.upscalers.unusable()]
+    except Exception as exc:  # a broken model folder must not take the tab down
+        lines.append(f"- the model folders could not be read: {exc}")
+    if not lines:
+        return "Every face restorer and Real-ESRGAN release is installed."
+    return ("Other upscalers (ESRGAN, SwinIR, ScuNET, DAT) go in `models/<that name>`; restart is not needed.\n\n"
+            + "\n".join(lines))
 
 
 def build(env: UiEnv) -> ExtrasTab:
@@ -127,6 +147,8 @@ def build(env: UiEnv) -> ExtrasTab:
                                            elem_id="extras_codeformer_weight")
             upscale_first = env.component(gr.Checkbox, TAB, "Upscale Before Restoring Faces", value=False,
                                           elem_id="extras_upscale_before_face_fix")
+            with gr.Accordion("Models: what is missing, and where it goes", open=False, elem_id="extras_models"):
+                note = gr.Markdown(models_note(env.ctx.postprocess), elem_id="extras_models_note")
         with gr.Column(elem_id="extras_results", elem_classes=["results"]):
             progress = gr.HTML("", elem_id="extras_progress", elem_classes=["progress-holder"], padding=False)
             gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", columns=4, height=480,
@@ -137,7 +159,7 @@ def build(env: UiEnv) -> ExtrasTab:
     tab = ExtrasTab(mode, subtabs, image, image_batch, input_dir, output_dir, show_results, resize_mode, resize_tabs,
                     upscaling_resize, upscaling_resize_w, upscaling_resize_h, upscaling_crop, upscaler_1, upscaler_2,
                     upscaler_2_visibility, gfpgan_visibility, codeformer_visibility, codeformer_weight, upscale_first,
-                    generate, progress, gallery, info, log, gr.State([]))
+                    generate, progress, gallery, info, log, gr.State([]), note)
     for name, subtab in zip(MODES, (t_single, t_batch, t_directory)):
         subtab.select(lambda m=name: m, None, mode, show_progress="hidden", queue=False)
     for index, subtab in enumerate((t_by, t_to)):
@@ -257,7 +279,8 @@ def _wire(env: UiEnv, tab: ExtrasTab) -> None:
 def refreshed_choices(env: UiEnv, tab: ExtrasTab) -> dict:
     """On page load: upscalers dropped into the model folders since start-up appear."""
     names = upscaler_names(env)
-    return {tab.upscaler_1: gr.Dropdown(choices=names), tab.upscaler_2: gr.Dropdown(choices=names)}
+    return {tab.upscaler_1: gr.Dropdown(choices=names), tab.upscaler_2: gr.Dropdown(choices=names),
+            tab.models_note: gr.Markdown(models_note(env.ctx.postprocess))}
 
 
 __all__ = ["ExtrasTab", "build", "switch_to_single", "plan_task", "refreshed_choices"]
