@@ -26,6 +26,11 @@ MAX_TASK_ID_CHARS = 128
 TASK_ID_PATTERN = r"^[A-Za-z0-9_.:()\[\]{}@+=#-]*$"
 MAX_INFOTEXT_CHARS = 4 * MAX_PROMPT_CHARS  # a prompt, a negative prompt and the parameters
 
+def clean_name(value: Any) -> Optional[str]:
+    """A name field as clients send it: None, "" and whitespace mean "not given"."""
+    return None if value is None or str(value).strip() == "" else str(value).strip()
+
+
 # ---------------------------------------------------------------------------------------------
 # generation requests
 

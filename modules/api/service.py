@@ -29,14 +29,14 @@ from starlette.concurrency import run_in_threadpool
 from modules import heap, image_files
 from modules import infotext as infotext_mod
 from modules.app_context import AppContext
-from modules.api import extensions_api, schemas
+from modules.api import extensions_api, hires_fields, schemas
 from modules.api.caller import LOCAL, Caller
 from modules.api.errors import ClientGoneError, FieldError, InvalidImageError, UnknownScriptError
 from modules.jobs.queue import Job, JobQueue
 from modules.models.errors import ModelError, NoModelError, UnknownModelError
 from modules.postprocess import image_finish
-from modules.processing import hires as hires_mod, image_ops, samplers
-from modules.processing.latent_upscale import LATENT_MODES, is_latent_mode
+from modules.processing import image_ops, samplers
+from modules.processing.latent_upscale import LATENT_MODES
 from modules.generation.request import (GenerationRequest, HiresOptions, InpaintArea, InpaintOptions, MaskedContent, Mode,
                                        ResizeMode, RngSource)
 from modules.generation.result import GenerationResult
@@ -87,12 +87,6 @@ INPAINT_TO_API = {
     "inpaint_area": "inpaint_full_res",
     "only_masked_padding": "inpaint_full_res_padding",
     "invert_mask": "inpainting_mask_invert",
-}
-# HiresOptions field -> the txt2img API field (A1111's hr_* names)
-HIRES_TO_API = {
-    "scale": "hr_scale", "resize_x": "hr_resize_x", "resize_y": "hr_resize_y", "upscaler": "hr_upscaler",
-    "second_pass_steps": "hr_second_pass_steps", "sampler_name": "hr_sampler_name", "scheduler": "hr_scheduler",
-    "prompt": "hr_prompt", "negative_prompt": "hr_negative_prompt", "cfg_scale": "hr_cfg",
 }
 # request_fields_from_infotext keys -> the API fields that, when sent, win over the infotext
 INFOTEXT_FIELD_SOURCES = {
@@ -198,8 +192,8 @@ def _loc(request_loc: Sequence[Any], from_infotext: set[str]) -> tuple[Any, ...]
         return ("body", "infotext", head, *rest)
     if head == "inpaint" and rest and rest[0] in INPAINT_TO_API:
         return ("body", INPAINT_TO_API[rest[0]], *rest[1:])
-    if head == "hires" and rest and rest[0] in HIRES_TO_API:
-        return ("body", HIRES_TO_API[rest[0]], *rest[1:])
+    if head == "hires" and rest and rest[0] in hires_fields.HIRES_TO_API:
+        return ("body", hires_fields.HIRES_TO_API[rest[0]], *rest[1:])
     return ("body", *REQUEST_TO_API.get(head, (head,)), *rest)
 
 
@@ -213,8 +207,7 @@ def _field_errors(err: ValidationError, from_infotext: set[str] = frozenset(),
     return FieldError(errors)
 
 
-def _clean_name(value: Any) -> Optional[str]:
-    return None if value is None or str(value).strip() == "" else str(value).strip()
+_clean_name = schemas.clean_name
 
 
 class ApiService:
@@ -303,7 +296,7 @@ class ApiService:
             from_text = fields.pop("denoising_strength", None)
             if body.denoising_strength is not None:
                 fields["denoising_strength"] = body.denoising_strength
-            hires = self._hires_fields(body, sent, infotext_hires, fields, warnings)
+            hires = hires_fields.hires_values(body, sent, infotext_hires, fields, warnings, self.styles)
             if hires is not None:
                 if body.denoising_strength is None and from_text is not None:
                     fields["denoising_strength"] = from_text
@@ -320,7 +313,7 @@ class ApiService:
                 hires_options = HiresOptions(**fields.pop("hires"))
             except ValidationError as err:
                 raise _field_errors(err, prefix=("hires",)) from None
-            self._check_hires(hires_options, fields)
+            hires_fields.check_hires(hires_options, fields, self.ctx.postprocess)
         try:
             request = GenerationRequest(**fields, inpaint=inpaint, hires=hires_options)
         except ValidationError as err:
@@ -362,74 +355,6 @@ class ApiService:
                 raise FieldError.single(field, str(err), "face_restorer_missing") from None
         if opts.filter_nsfw:
             post.safety.require()
-
-    def _hires_fields(self, body: schemas.Txt2ImgRequest, sent: set[str], from_infotext: Optional[dict[str, Any]],
-                      fields: dict[str, Any], warnings: list[str]) -> Optional[dict[str, Any]]:
-        """enable_hr and the hr_* fields -> HiresOptions field values (None: hires off). As A1111,
-        an `infotext` with hires keys fills what the client did not send, enable_hr included."""
-        enabled = body.enable_hr if "enable_hr" in sent or from_infotext is None else True
-        if not enabled:
-            if body.firstphase_width or body.firstphase_height:
-                warnings.append("firstphase_width/firstphase_height ignored: they only apply with enable_hr")
-            return None
-        values: dict[str, Any] = {}
-        for option, api_name in HIRES_TO_API.items():
-            if api_name in sent or from_infotext is None:
-                values[option] = getattr(body, api_name)
-            else:
-                values[option] = from_infotext.get(option)
-        if body.firstphase_width or body.firstphase_height:
-            self._map_firstphase(body, sent, fields, values, warnings)
-        if values["upscaler"] is None:
-            values["upscaler"] = "Latent"  # A1111's latent_upscale_default_mode
-        for key in ("sampler_name", "scheduler"):
-            values[key] = _clean_name(values[key])
-        if fields.get("styles"):  # as A1111: the styles apply to the hires prompts too
-            for key, negative in (("prompt", False), ("negative_prompt", True)):
-                if values[key]:
-                    pos, neg = self.styles.apply(values[key] if not negative else "",
-                                                 values[key] if negative else "", fields["styles"])
-                    values[key] = neg if negative else pos
-        return values
-
-    @staticmethod
-    def _map_firstphase(body: schemas.Txt2ImgRequest, sent: set[str], fields: dict[str, Any],
-                        values: dict[str, Any], warnings: list[str]) -> None:
-        """A1111 before 1.0: width/height were the final size and firstphase_* the first pass.
-        Kept that meaning: the first pass at firstphase size, resized to width x height."""
-        if not (body.firstphase_width and body.firstphase_height):
-            raise FieldError.single("firstphase_width", "the old hires fix needs both firstphase_width and "
-                                                        "firstphase_height (or send hr_scale / hr_resize_x/y)")
-        if {"hr_resize_x", "hr_resize_y"} & sent:
-            warnings.append("firstphase_width/height: the first pass runs at that size; hr_resize_x/y set the target")
-        else:
-            values["resize_x"], values["resize_y"] = fields["width"] or 0, fields["height"] or 0
-            warnings.append("firstphase_width/height are A1111's old hires fix fields: the first pass runs at "
-                            f"{body.firstphase_width}x{body.firstphase_height} and is upscaled to width x height")
-        fields["width"], fields["height"] = body.firstphase_width, body.firstphase_height
-
-    def _check_hires(self, options: HiresOptions, fields: dict[str, Any]) -> None:
-        """Unknown upscaler (422) or hires sampler (404, as sampler_name), and a target past the
-        size limit (422), before the job waits in line."""
-        if not is_latent_mode(options.upscaler):
-            from modules.postprocess.upscalers import UnknownUpscalerError
-
-            try:
-                self.ctx.postprocess.upscalers.require(options.upscaler, "hr_upscaler")
-            except UnknownUpscalerError as err:  # latent modes are valid here too: list them
-                raise FieldError.single("hr_upscaler", f"{err} Latent modes: {', '.join(LATENT_MODES)}",
-                                        "unknown_upscaler") from None
-        try:
-            hires_mod.resolve_sampler(options, fields["sampler_name"], fields["scheduler"])
-        except samplers.UnknownSamplerError as err:
-            field_name = "hr_sampler_name" if err.kind == "sampler" else "hr_scheduler"
-            raise samplers.UnknownSamplerError(field_name, err.name, err.valid) from None
-        if fields.get("width") and fields.get("height"):
-            try:
-                hires_mod.target_size(fields["width"], fields["height"], options)
-            except hires_mod.HiresSizeError as err:
-                raise FieldError([{"loc": ("body", name), "msg": str(err), "type": "size_limit"}
-                                  for name in err.fields]) from None
 
     def available_scripts(self, is_img2img: bool) -> list[str]:
         """/sdapi/v1/scripts for a tab: A1111's lowercase script titles, then typed extensions."""
