@@ -178,6 +178,23 @@ def test_interrupt_during_the_second_pass_keeps_the_hires_image(engine):
     assert control.steps[-1] == (5, 7)
 
 
+def test_skip_during_the_second_pass_ends_that_batch_only(engine):
+    class SkipOnce(RecordingControl):
+        def report_step(self, batch_index, step, total_steps, preview=None) -> None:
+            self.steps.append((step, total_steps))
+            JobControl.report_step(self, batch_index, step, total_steps, preview)
+            if batch_index == 0 and step == 5:
+                self.skip()
+
+    control = SkipOnce()
+    result = engine.generate(request(dict(second_pass_steps=4), batch_count=2), control)
+    assert not result.interrupted
+    assert [img.size for img in result.images] == [(128, 128), (128, 128)]
+    assert any("batch 1 skipped at step 2/4 of the hires pass" in w for w in result.warnings)
+    assert control.steps[:5] == [(1, 7), (2, 7), (3, 7), (4, 7), (5, 7)]
+    assert control.steps[5:] == [(1, 7), (2, 7), (3, 7), (4, 7), (5, 7), (6, 7), (7, 7)]  # batch 2: both passes
+
+
 def test_interrupt_during_the_first_pass_skips_the_second(engine):
     control = RecordingControl(interrupt_at=2)
     result = engine.generate(request(dict(second_pass_steps=4)), control)
