@@ -349,7 +349,7 @@ class ApiService:
             from modules.postprocess.face_restoration import FaceRestorerMissingError
 
             try:
-                image_finish.require_face_restorer(post, image_finish.face_model(opts))
+                image_finish.require_face_restorer(post, opts.face_restoration_model)
             except FaceRestorerMissingError as err:
                 field = ("infotext", "restore_faces") if "restore_faces" in from_infotext else "restore_faces"
                 raise FieldError.single(field, str(err), "face_restorer_missing") from None

@@ -10,7 +10,7 @@ fails there, before any sampling, with a message naming the file to install) and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -21,29 +21,18 @@ if TYPE_CHECKING:
     from modules.extensions.hooks import OutputImage
     from modules.postprocess.services import Postprocessors
     from modules.processing.job_state import JobState
-    from modules.settings import Options
 
 FACE_RESTORATION_KEY = "Face restoration"  # A1111's infotext key; its value is the model's name
-DEFAULT_FACE_MODEL = "CodeFormer"  # A1111's default face_restoration_model
-
-
-def face_model(options: "Options") -> str:
-    return str(getattr(options, "face_restoration_model", None) or DEFAULT_FACE_MODEL)
-
-
-def codeformer_weight(options: "Options") -> Optional[float]:
-    value = getattr(options, "code_former_weight", None)
-    return None if value is None else float(value)
 
 
 def prepare(job: "JobState", post: "Postprocessors") -> None:
     """At the start of a job: fail fast when a switched-on step cannot run; the job's infotext."""
     request, options = job.request, job.options
     if request.restore_faces:
-        model = face_model(options)
+        model = options.face_restoration_model
         require_face_restorer(post, model)
         job.extra_params[FACE_RESTORATION_KEY] = model
-    if getattr(options, "filter_nsfw", False):
+    if options.filter_nsfw:
         post.safety.require()
 
 
@@ -64,9 +53,10 @@ def before_extensions(job: "JobState", out: "OutputImage", post: "Postprocessors
     """Face restoration, then the NSFW check (a flagged image becomes black, with a warning)."""
     request, options = job.request, job.options
     if request.restore_faces:
-        out.image = post.face_restorers.restore(out.image, model=face_model(options),
-                                                codeformer_weight=codeformer_weight(options))
-    if getattr(options, "filter_nsfw", False) and post.safety.flags([out.image])[0]:
+        # the job's options snapshot (override_settings included), not the stored settings
+        out.image = post.face_restorers.restore(out.image, model=options.face_restoration_model,
+                                                codeformer_weight=options.code_former_weight)
+    if options.filter_nsfw and post.safety.flags([out.image])[0]:
         out.image = black_like(out.image)
         job.result.warnings.append(f"image {out.index + 1} (seed {out.seed}) was replaced by a black image: "
                                    "the NSFW filter (setting filter_nsfw) flagged it")
@@ -79,7 +69,7 @@ def after_extensions(job: "JobState", out: "OutputImage") -> None:
 
 def mark(job: "JobState", image: Image.Image) -> Image.Image:
     """`image` with the invisible watermark when the setting asks for it (grids too)."""
-    if not getattr(job.options, "add_invisible_watermark", False):
+    if not job.options.add_invisible_watermark:
         return image
     if not watermark.can_mark(image):
         note = (f"invisible watermark not added: {image.width}x{image.height} is under the "
@@ -90,5 +80,5 @@ def mark(job: "JobState", image: Image.Image) -> Image.Image:
     return watermark.add_watermark(image)
 
 
-__all__ = ["prepare", "before_extensions", "after_extensions", "mark", "face_model", "require_face_restorer",
+__all__ = ["prepare", "before_extensions", "after_extensions", "mark", "require_face_restorer",
            "FACE_RESTORATION_KEY"]

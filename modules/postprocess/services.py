@@ -9,7 +9,7 @@ import time, so webui/ may hold this object.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from modules.paths import Paths
 from modules.settings import SettingsStore
@@ -41,32 +41,30 @@ class Postprocessors:
             self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self._device)
 
+    def _service(self, attr: str, build: Callable[["Postprocessors"], Any]) -> Any:
+        """The service kept in `attr`, built on first use (one build even when threads race)."""
+        with self._lock:
+            if getattr(self, attr) is None:
+                setattr(self, attr, build(self))
+            return getattr(self, attr)
+
     @property
     def upscalers(self) -> "UpscalerRegistry":
-        with self._lock:
-            if self._upscalers is None:
-                from modules.postprocess.upscalers import UpscalerRegistry
+        from modules.postprocess.upscalers import UpscalerRegistry
 
-                self._upscalers = UpscalerRegistry(self)
-            return self._upscalers
+        return self._service("_upscalers", UpscalerRegistry)
 
     @property
     def face_restorers(self) -> "FaceRestorers":
-        with self._lock:
-            if self._face_restorers is None:
-                from modules.postprocess.face_restoration import FaceRestorers
+        from modules.postprocess.face_restoration import FaceRestorers
 
-                self._face_restorers = FaceRestorers(self)
-            return self._face_restorers
+        return self._service("_face_restorers", FaceRestorers)
 
     @property
     def safety(self) -> "SafetyChecker":
-        with self._lock:
-            if self._safety is None:
-                from modules.postprocess.safety import SafetyChecker
+        from modules.postprocess.safety import SafetyChecker
 
-                self._safety = SafetyChecker(self)
-            return self._safety
+        return self._service("_safety", SafetyChecker)
 
 
 __all__ = ["Postprocessors"]
