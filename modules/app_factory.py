@@ -67,8 +67,10 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
     queue = JobQueue(engine.generate, preview_every=preview_every, max_pending=options.queue_max_pending,
                      admit=size_check)
     settings.on_change(lambda old, new: apply_model_settings(registry, queue, old, new))
-    return AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue,
-                      extensions=extensions, postprocess=postprocess)
+    ctx = AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue,
+                     extensions=extensions, postprocess=postprocess)
+    extensions.app.context = ctx
+    return ctx
 
 
 def apply_model_settings(registry, queue: JobQueue, old: Options, new: Options) -> None:

@@ -51,7 +51,7 @@ class ExtensionControls:
             ext = item.extension
             given = [values[c] for c in item.components]
             try:
-                out[ext.name] = ext.args_from_api(given)
+                out[ext.name] = ext.args_from_ui(given)
             except ValidationError as err:
                 raise ValueError(f"{ext.label}: {format_validation_error(err)}") from None
         return out

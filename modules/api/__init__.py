@@ -25,7 +25,10 @@ API_TITLE = "Stable Diffusion web UI API"
 
 
 def _build(ctx: "AppContext"):
-    from modules.api.errors import ErrorMapper
+    from fastapi import APIRouter, Depends
+    from fastapi.responses import JSONResponse
+
+    from modules.api.errors import ErrorMapper, mapping_route_class
     from modules.api.routes import build_router
     from modules.api.service import ApiService
 
@@ -34,19 +37,25 @@ def _build(ctx: "AppContext"):
     auth = make_auth_dependency(credentials_from_args(ctx.args))
     router = build_router(service, mapper, auth)
     add_extension_routes(router, ctx)
-    return service, router, auth
+    # Extensions' routes at the app root (/controlnet/*), behind the same auth and error mapping;
+    # joined to /sdapi/v1's router so one include carries both.
+    root = APIRouter(route_class=mapping_route_class(mapper), default_response_class=JSONResponse)
+    add_extension_routes(root, ctx, at_root=True, dependencies=[Depends(auth)] if auth else [])
+    root.include_router(router)
+    return service, root, auth
 
 
-def add_extension_routes(router, ctx: "AppContext") -> None:
-    """Routes of typed extensions (`JobExtension.api_router`, e.g. /loras) join /sdapi/v1, so the
-    same auth and error mapping cover them."""
+def add_extension_routes(router, ctx: "AppContext", at_root: bool = False, dependencies=()) -> None:
+    """Routes of typed extensions: `JobExtension.api_router` (e.g. /loras) join /sdapi/v1,
+    `app_router` (at_root) the app's root; the same auth and error mapping cover both."""
     loaded = getattr(ctx, "extensions", None)
     for ext in (loaded.extension_set if loaded is not None else ()):
-        extra = ext.api_router()
+        extra = ext.app_router() if at_root else ext.api_router()
         for route in (extra.routes if extra is not None else ()):
             # re-added on our router, so its route class (the error mapping) and auth apply
             router.add_api_route(route.path, route.endpoint, methods=list(route.methods), name=route.name,
-                                 response_model=route.response_model, dependencies=route.dependencies,
+                                 response_model=route.response_model,
+                                 dependencies=[*dependencies, *route.dependencies],
                                  summary=route.summary, description=route.description)
 
 

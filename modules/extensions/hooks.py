@@ -64,6 +64,12 @@ class UNetStep:
     encoder_hidden_states: Any
     cfg: bool  # True when rows are (uncond..., cond...)
     unet_kwargs: dict[str, Any] = field(default_factory=dict)
+    # The UNet's own `added_cond_kwargs` for this call (SDXL: text_embeds, time_ids; rows match
+    # `sample`), None when it takes none. Read-only: SDXL ControlNets need the same inputs. A hook
+    # that adds its own (IP-Adapter's image_embeds) puts `{"added_cond_kwargs": {...}}` into
+    # `unet_kwargs`; those keys are merged into the UNet's.
+    added_cond_kwargs: Optional[dict[str, Any]] = None
+    pass_index: int = 0  # 0 = the first pass, 1 = hires fix's second pass
 
 
 @dataclass
@@ -79,6 +85,14 @@ class OutputImage:
     extra_params: dict[str, Any] = field(default_factory=dict)  # infotext fields for this image only
 
 
+class AppHandle:
+    """The running app's services (an AppContext: queue, registry, postprocess), filled in once the
+    app is built: extensions load first, because the engine and the queue are built on them.
+    Route handlers and UI callbacks read `context`; `setup` must not (it is still None then)."""
+
+    context: Any = None
+
+
 @dataclass(frozen=True)
 class ExtensionEnvironment:
     """What an extension gets once at start-up (`JobExtension.setup`): where things live, the flags
@@ -87,6 +101,7 @@ class ExtensionEnvironment:
     paths: Any  # modules.paths.Paths
     args: Any  # argparse.Namespace (preload.py flags included)
     settings: Any  # modules.settings.SettingsStore
+    app: AppHandle = field(default_factory=AppHandle)  # the queue etc. (e.g. to run a QueueTask from a route)
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,10 @@ class JobExtension:
         """A job runs the hooks only when this says so (an `enabled: bool` field is the usual rule)."""
         return bool(getattr(args, "enabled", True))
 
+    def args_from_ui(self, values: list[Any]) -> BaseModel:
+        """The values of the components `ui()` returned, in order -> Args (default: as the API's list)."""
+        return self.args_from_api(list(values))
+
     def args_from_infotext(self, params: dict[str, str]) -> Optional[BaseModel]:
         """Args read back from an infotext's parameters (what `extra_params` wrote); None: not used."""
         return None
@@ -157,6 +176,12 @@ class JobExtension:
     def api_router(self) -> Any:
         """A fastapi.APIRouter whose routes join /sdapi/v1 behind its auth and error mapping
         (e.g. GET /loras); None for none."""
+        return None
+
+    def app_router(self) -> Any:
+        """A fastapi.APIRouter whose routes join the app at its root, not under /sdapi/v1 (clients of
+        sd-webui-controlnet call /controlnet/model_list), behind the same auth and error mapping;
+        None for none."""
         return None
 
     def network_cards(self) -> list[NetworkCard]:
@@ -202,5 +227,5 @@ def overrides(extension: JobExtension, hook: str) -> bool:
     return getattr(type(extension), hook) is not getattr(JobExtension, hook)
 
 
-__all__ = ["JobExtension", "NoArgs", "UNetStep", "OutputImage", "ExtensionEnvironment", "NetworkCard", "HOOK_NAMES",
-           "overrides"]
+__all__ = ["JobExtension", "NoArgs", "UNetStep", "OutputImage", "ExtensionEnvironment", "AppHandle", "NetworkCard",
+           "HOOK_NAMES", "overrides"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 from pydantic import BaseModel, ValidationError
@@ -198,10 +198,15 @@ class JobHooks:
         """The UNet keyword arguments every extension asked for; residual lists are summed."""
         merged: dict[str, Any] = {}
         for item in self._each("unet_step"):
-            own = UNetStep(step.index, step.total, step.timestep, step.sample, step.encoder_hidden_states, step.cfg)
+            own = replace(step, unet_kwargs={})
             self._call(item, "unet_step", job, batch, own)
             for key, value in own.unet_kwargs.items():
-                merged[key] = _sum_residuals(merged[key], value) if key in merged else value
+                if key not in merged:
+                    merged[key] = value
+                elif key == "added_cond_kwargs":  # extra UNet inputs by name (image_embeds): each its own
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = _sum_residuals(merged[key], value)
         return merged
 
     def after_batch(self, job: "JobState", batch: "BatchState") -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from modules.extensions.a1111_adapter import A1111ScriptExtension, LoadedScripts, load_a1111_scripts
 from modules.extensions.discovery import ExtensionSwitches, discover_extensions
-from modules.extensions.hooks import ExtensionEnvironment, JobExtension
+from modules.extensions.hooks import AppHandle, ExtensionEnvironment, JobExtension
 from modules.extensions.installer import run_installers
 from modules.extensions.runner import ExtensionSet
 from modules.extensions.types import ExtensionCatalog, ExtensionError, ExtensionFile
@@ -43,6 +43,7 @@ class LoadedExtensions:
     catalog: ExtensionCatalog = field(default_factory=lambda: ExtensionCatalog(extensions=[]))
     scripts: LoadedScripts = field(default_factory=LoadedScripts)
     extension_set: ExtensionSet = field(default_factory=ExtensionSet)
+    app: AppHandle = field(default_factory=AppHandle)  # what setup() got; create_context fills it in
 
     @property
     def typed(self) -> list[JobExtension]:
@@ -119,11 +120,13 @@ def load_extensions(paths: "Paths", settings: "SettingsStore", args: argparse.Na
     scripts.add_to(extension_set)
     for file, module in scripts.modules:
         _add_typed(catalog, file, module, extension_set, scripts.errors)
-    _set_up(extension_set, ExtensionEnvironment(paths=paths, args=args, settings=settings), catalog, scripts.errors)
+    app = AppHandle()
+    _set_up(extension_set, ExtensionEnvironment(paths=paths, args=args, settings=settings, app=app), catalog,
+            scripts.errors)
     active = [e.name for e in catalog.active()]
     log.info("extensions: %d loaded (%s), %d job extension(s): %s", len(active), ", ".join(active) or "none",
              len(extension_set), ", ".join(extension_set.names) or "none")
-    return LoadedExtensions(catalog=catalog, scripts=scripts, extension_set=extension_set)
+    return LoadedExtensions(catalog=catalog, scripts=scripts, extension_set=extension_set, app=app)
 
 
 def image_saved_observer() -> Callable[["SavedImage"], None]:

@@ -78,6 +78,10 @@ class GenerationResult:
     scheduler: str = ""
     model_title: str = ""
     warnings: list[str] = field(default_factory=list)
+    # Pictures an extension shows beside the results (ControlNet's detected maps): not generations,
+    # so no params or infotext and not in `images`; the API appends them to its `images` after the
+    # generations, as A1111 does, and the UI's gallery shows them last.
+    extra_images: list[Image.Image] = field(default_factory=list)
     interrupted: bool = False
     timings: Timings = field(default_factory=Timings)
 

@@ -321,7 +321,8 @@ class Engine:
             cond=cond, uncond=uncond, cfg_scale=plan.cfg_scale, steps=plan.steps, run_steps=plan.run_steps,
             noise=noise, generators=generators, init_latents=latents.to(model.device), strength=plan.strength,
             inpaint=inpaint, time_ids=_time_ids(model, width, height), unet_per_image=job.options.batch_per_image,
-            step_options=_step_options(job, plan.sampler).kwargs, unet_step=_unet_step_hook(job, batch, hooks))
+            step_options=_step_options(job, plan.sampler).kwargs, unet_step=_unet_step_hook(job, batch, hooks),
+            pass_index=1)
         outcome = self._denoise(job, batch, sampling, offset=first.total_steps, after=0, what_pass=" of the hires pass")
         batch.latents = outcome.latents
         job.clock.add("sample", t)

@@ -54,6 +54,7 @@ class SamplingJob:
     # Extensions' per-step UNet inputs (ControlNet residuals): called before every UNet call with
     # the call's inputs, returns extra UNet keyword arguments (rows match `sample`).
     unet_step: Optional[Callable[[UNetStep], dict]] = None
+    pass_index: int = 0  # 1 in hires fix's second pass (UNetStep.pass_index)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _predict(unet, model_in: torch.Tensor, t, embeds: torch.Tensor, added: Optio
     parts = []
     for i in range(groups):
         idx = torch.arange(i, rows, groups, device=model_in.device)
-        sub_added = {k: v[idx] for k, v in added.items()} if added else None
+        sub_added = _rows(added, idx) if added else None
         parts.append(unet(model_in[idx], t, encoder_hidden_states=embeds[idx], added_cond_kwargs=sub_added,
                           return_dict=False, **_rows(extra, idx))[0])
     out = parts[0].new_empty((rows, *parts[0].shape[1:]))
@@ -171,7 +172,11 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
         extra = None
         if job.unet_step is not None:
             extra = job.unet_step(UNetStep(index=i, total=total, timestep=t, sample=model_in,
-                                           encoder_hidden_states=embeds, cfg=use_cfg))
+                                           encoder_hidden_states=embeds, cfg=use_cfg, added_cond_kwargs=added,
+                                           pass_index=job.pass_index))
+            if extra and "added_cond_kwargs" in extra:  # extensions' extra UNet inputs join the UNet's own
+                extra = dict(extra)
+                added = {**(added or {}), **extra.pop("added_cond_kwargs")}
         pred = _predict(unet, model_in, t, embeds, added, groups=batch if job.unet_per_image and batch > 1 else 1,
                         extra=extra)
         if use_cfg:
