@@ -16,6 +16,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from modules.extensions.preload import parse_args_with_extensions
 
     args, preloaded = parse_args_with_extensions(argv)
+    from modules.remote_access import startup_warnings
+
+    for warning in startup_warnings(args):  # before the slow start, where a user still watches
+        print(warning, flush=True)
     from modules.app_factory import create_context
     from modules.extensions.startup import app_started
 

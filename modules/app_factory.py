@@ -45,7 +45,12 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
 
     paths = build_paths(args)
     for folder in (paths.stable_diffusion_dir, paths.vae_dir, paths.outputs_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except PermissionError as exc:  # e.g. a Docker bind mount that Docker created as root
+            raise SystemExit(f"cannot create {folder}: {exc.strerror}. Make its parent folder writable for the "
+                             "user the server runs as (in Docker: create the mounted host folders yourself, "
+                             "before starting the container).") from exc
     settings = build_settings(args, paths)
     options = settings.get()
     model_options = ModelOptions.from_flags(
@@ -60,7 +65,7 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
                                  half=not args.no_half and args.precision != "fp32")
     engine = Engine(registry, settings, paths, vae_tile_threshold=model_options.vae_tile_threshold,
                     extensions=extensions.extension_set, on_image_saved=image_saved_observer(),
-                    postprocess=postprocess)
+                    postprocess=postprocess, scripts=extensions.selectable)
     preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
     size_check = request_size_check(lambda: settings.get().max_generation_pixels,
                                     resolve_device(model_options).type)

@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--listen", action="store_true", help="listen on 0.0.0.0 instead of 127.0.0.1")
     net.add_argument("--server-name", default=None, help="host name to bind (overrides --listen)")
     net.add_argument("--port", type=int, default=7860)
-    net.add_argument("--share", action="store_true", help="create a public gradio share link")
+    net.add_argument("--share", action="store_true",
+                     help="also make a public gradio.live link (needs the internet; protect it with --gradio-auth)")
     net.add_argument("--autolaunch", action="store_true", help="open the UI in the default browser")
     net.add_argument("--api", action="store_true", help="serve /sdapi/v1 beside the UI")
     net.add_argument("--nowebui", action="store_true", help="serve the API alone")

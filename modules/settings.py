@@ -100,6 +100,10 @@ class Options(BaseModel):
     filter_nsfw: bool = False
     # The invisible DWT-DCT watermark SD's reference scripts add ("StableDiffusionV1").
     add_invisible_watermark: bool = False
+    # ControlNet (sd-webui-controlnet's option name): leave the units' detected maps out of the results.
+    control_net_no_detectmap: bool = False
+    # ControlNet units the txt2img / img2img panels show (read when the UI is built: a restart applies it).
+    control_net_unit_count: int = Field(3, ge=1, le=10)
 
     @classmethod
     def known_names(cls) -> frozenset[str]:

@@ -234,3 +234,12 @@ def test_token_counter_counts_an_embedding_as_its_vectors():
     assert count_tokens("a shinyfoo cat")[0] < 10  # without the embeddings: its word pieces
     assert count_tokens("a cat", triggers=triggers) == count_tokens("a cat")  # "cat" is a LoRA card, not TI
     assert triggers_from_cards(cards[1:]) is None
+
+
+def test_token_counter_counts_and_sub_prompts_one_by_one_in_the_positive_prompt_only():
+    from webui.token_counter import counter_text
+
+    long_side = "word " * 60
+    both = f"{long_side} AND {long_side}"
+    assert counter_text(both) == counter_text(long_side) == "60/75"  # each sub-prompt is encoded alone
+    assert counter_text(both, positive=False) == "121/150"  # a negative prompt has no AND

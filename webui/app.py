@@ -19,6 +19,7 @@ from PIL import Image
 
 from modules import script_callbacks
 from modules.credentials import ui_credentials
+from modules.share_link import ShareOutcome, ShareTunnel, start_share
 from modules.styles import StyleDatabase
 from modules.ui_config import UiConfig
 from webui import img2img, paste, png_info, quicksettings, settings_tab, token_counter, toprow, txt2img
@@ -127,9 +128,10 @@ def _render_extension_tabs(added: list[script_callbacks.UiTab]) -> list[str]:
 def _targets(ui: Ui) -> tuple[paste.PasteTarget, paste.PasteTarget]:
     t, i = ui.txt2img, ui.img2img
     t2i = paste.PasteTarget(t.toprow, t.sampler, t.size, t.batch, t.seed, ui.quick, features=t.features,
-                            hires=t.hires)
+                            hires=t.hires, extensions=t.extensions)
     i2i = paste.PasteTarget(i.toprow, i.sampler, i.size, i.batch, i.seed, ui.quick,
-                            denoising_strength=i.denoising_strength, inpaint=i.inpaint, features=i.features)
+                            denoising_strength=i.denoising_strength, inpaint=i.inpaint, features=i.features,
+                            extensions=i.extensions)
     return t2i, i2i
 
 
@@ -274,7 +276,9 @@ def _wire_page_load(ui: Ui, demo: gr.Blocks) -> None:
     outputs = [ui.quick.checkpoint, ui.quick.vae, ui.quick.clip_skip, *ui.settings.components.values(),
                *[c for c, _ in default_targets], *env.style_dropdowns, ui.extras.upscaler_1, ui.extras.upscaler_2,
                ui.extras.models_note]
-    demo.load(on_load, None, outputs, show_progress="hidden", api_visibility="private")
+    # then mark the page as filled (body[data-sd-loaded]): browser tests wait for it before typing
+    demo.load(on_load, None, outputs, show_progress="hidden", api_visibility="private").then(
+        None, None, None, js="() => { document.body.dataset.sdLoaded = '1'; }", api_visibility="private")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,13 +323,12 @@ def server_name(args) -> str:
     return "0.0.0.0" if getattr(args, "listen", False) else "127.0.0.1"
 
 
-def startup_message(local_url: str, share_url: Optional[str], share_requested: bool) -> str:
-    """Where the UI is, in the words of our own flags (gradio prints the public URL itself)."""
+def startup_message(local_url: str, share_requested: bool) -> str:
+    """Where the UI is, in the words of our own flags (the --share line follows from
+    modules/share_link once the tunnel is up or has failed)."""
     lines = [f"Running on local URL:  {local_url.rstrip('/')}"]
     if not share_requested:
         lines.append("To create a public link, start with --share.")
-    elif not share_url:
-        lines.append("--share: no public link could be made (see the message above); the local URL works.")
     return "\n".join(lines)
 
 
@@ -341,7 +344,14 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
     args = ctx.args
     # The web server is not closed before a restart: launch.py's main thread would return and end
     # the process first; its sockets are close-on-exec, so the new process can bind the port.
-    restart = process_restarter(lambda: ctx.queue.shutdown(timeout=QUEUE_DRAIN_S)) if allow_restart else None
+    share: list[ShareTunnel] = []  # the --share tunnel, once started
+
+    def stop_services() -> None:
+        for tunnel in share:
+            tunnel.close()
+        ctx.queue.shutdown(timeout=QUEUE_DRAIN_S)
+
+    restart = process_restarter(stop_services) if allow_restart else None
     demo = build_ui(ctx, restart=restart)
     demo.queue(default_concurrency_limit=4, max_size=None)
     auth = gradio_auth(args)
@@ -358,7 +368,7 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
     demo.launch(
         server_name=server_name(args),
         server_port=getattr(args, "port", None) or 7860,
-        share=bool(getattr(args, "share", False)),
+        share=False,  # modules/share_link opens the tunnel after start-up, bounded and in one line
         inbrowser=bool(getattr(args, "autolaunch", False)),
         auth=auth or None,
         auth_message="Please log in to the Stable Diffusion web UI" if auth else None,
@@ -371,9 +381,16 @@ def launch_ui(ctx: "AppContext", *, block: bool = False, quiet: bool = False,
         head=head_html(getattr(args, "theme", None), tooltips(demo)) + "\n" + extension_assets.head_html(catalog),
         footer_links=[],  # gradio's own API page is not our /sdapi/v1 API
     )
+    share_requested = bool(getattr(args, "share", False))
     if not quiet:
-        print(startup_message(demo.local_url, getattr(demo, "share_url", None),
-                              share_requested=bool(getattr(args, "share", False))), flush=True)
+        print(startup_message(demo.local_url, share_requested), flush=True)
+    if share_requested:
+        def on_share(outcome: ShareOutcome) -> None:
+            demo.share_url, demo.share = outcome.url, bool(outcome.url)
+
+        share.append(start_share(demo.local_url, server_name(args), demo.server_port, demo.share_token,
+                                 on_outcome=on_share))
+        demo.sd_share = share[0]  # .wait() returns the outcome (tests, notebooks)
     if on_app is not None:
         on_app(demo.app)
     if block:

@@ -56,6 +56,39 @@ class ExtensionControls:
                 raise ValueError(f"{ext.label}: {format_validation_error(err)}") from None
         return out
 
+    def pastable(self) -> list[ExtensionUi]:
+        """The extensions whose controls an infotext can fill (they read it and map Args back)."""
+        return [item for item in self.items
+                if overrides(item.extension, "args_from_infotext") and overrides(item.extension, "ui_values_from_args")]
+
+    def paste_components(self) -> list:
+        return [c for item in self.pastable() for c in item.components]
+
+    def paste_values(self, params: dict[str, str]) -> dict:
+        """Control updates from an infotext's parameters: each extension reads its Args back
+        (`args_from_infotext`) and maps them onto its components (`ui_values_from_args`). One that
+        fails is named in a warning and its controls are left as they are."""
+        out: dict = {}
+        for item in self.pastable():
+            ext = item.extension
+            try:
+                args = ext.args_from_infotext(dict(params))
+                if args is None:
+                    continue
+                if not isinstance(args, ext.Args):
+                    args = ext.Args.model_validate(args)
+                values = ext.ui_values_from_args(args, len(item.components))
+            except ValidationError as err:
+                gr.Warning(f"{ext.label}: the parameters hold values it refuses: {format_validation_error(err)}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - one extension's bug must not stop the paste
+                log.exception("extension %r could not read the infotext", ext.name)
+                gr.Warning(f"{ext.label}: could not read its settings from the parameters ({exc})")
+                continue
+            if values is not None and len(values) == len(item.components):
+                out.update(zip(item.components, values))
+        return out
+
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_").lower() or "extension"

@@ -15,7 +15,7 @@ from modules.image_files import encode_png
 from modules.processing import image_ops
 from modules.generation.request import GenerationRequest, InpaintArea, InpaintOptions, MaskedContent, Mode, ResizeMode
 from modules.generation.result import GenerationResult
-from webui import extension_controls, extra_networks, output_panel, params, toprow
+from webui import extension_controls, extra_networks, output_panel, params, script_controls, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
 from webui.txt2img import common_fields
@@ -69,6 +69,7 @@ class Img2ImgTab:
     extensions: extension_controls.ExtensionControls
     extra_networks: extra_networks.ExtraNetworksPanel
     features: params.FeatureControls  # restore faces, tiling
+    scripts: Optional[script_controls.ScriptControls] = None  # the Script dropdown (X/Y/Z plot...)
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
@@ -139,13 +140,14 @@ def build(env: UiEnv, quick: Quicksettings) -> Img2ImgTab:
                                                step=0.01, value=0.75, elem_id="img2img_denoising_strength")
             seed = params.seed_controls(env, TAB)
             extensions = extension_controls.build(env, TAB, is_img2img=True)
+            scripts = script_controls.build(env, TAB, is_img2img=True)
         with gr.Column(scale=1, min_width=360):
             panel = output_panel.build(env, TAB)
 
     inpaint = InpaintControls(inpaint_group, mask_blur, mask_mode, masked_content, inpaint_area, padding)
     tab = Img2ImgTab(row, mode, subtabs, init_img, sketch, inpaint_editor, brush_size, inpaint_image, inpaint_mask,
                      batch_input_dir, batch_output_dir, batch_mask_dir, resize_mode, inpaint, sampler, size, batch,
-                     denoising_strength, seed, panel, extensions, extra, features)
+                     denoising_strength, seed, panel, extensions, extra, features, scripts)
     for name, subtab in zip(MODES, (t_img2img, t_sketch, t_inpaint, t_upload, t_batch)):
         subtab.select(lambda m=name: (m, gr.Group(visible=m in ("inpaint", "inpaint_upload", "batch"))), None,
                       [mode, inpaint_group], show_progress="hidden", queue=False)
@@ -279,7 +281,8 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
         fields = common_fields(env, values, tab.toprow, tab.sampler, tab.size, tab.batch, tab.seed, quick)
         fields.update(denoising_strength=float(values[tab.denoising_strength]),
                       resize_mode=ResizeMode(values[tab.resize_mode]),
-                      extensions=tab.extensions.request_args(values), **tab.features.request_fields(values))
+                      extensions=tab.extensions.request_args(values), **tab.features.request_fields(values),
+                      script=tab.scripts.request_call(values) if tab.scripts else None)
         mode = values[tab.mode] or "img2img"
         limit = env.ctx.settings.get().max_image_pixels
         if mode == "img2img":
@@ -349,7 +352,7 @@ def _wire(env: UiEnv, tab: Img2ImgTab, quick: Quicksettings) -> None:
               tab.batch_input_dir, tab.batch_output_dir, tab.batch_mask_dir, tab.resize_mode,
               tab.inpaint.mask_blur, tab.inpaint.mask_mode, tab.inpaint.masked_content, tab.inpaint.inpaint_area,
               tab.inpaint.padding, tab.denoising_strength, *params.seed_inputs(tab.seed), *tab.extensions.inputs(),
-              *tab.features.inputs()}
+              *tab.features.inputs(), *(tab.scripts.inputs() if tab.scripts else ())}
     output_panel.wire_generation(env, tab.panel, tab.toprow, plan, inputs)
     tab.seed.reuse_seed.click(output_panel.reuse_seed_handler("seed"), [tab.panel.shown, tab.panel.selected],
                               tab.seed.seed, show_progress="hidden")

@@ -188,6 +188,15 @@ def to_shown(env: UiEnv, results: list[tuple[GenerationResult, str]], notes: lis
             shown.subseeds.append(result.subseeds[i] if i < len(result.subseeds) else -1)
         if result.saved_paths and shown.folder is None:
             shown.folder = str(Path(result.saved_paths[0]).parent)
+    # Extensions' pictures (ControlNet's detected maps) after all generations: not generations,
+    # so no infotext, seed or parameters of their own.
+    for result, _label in results:
+        for image in result.extra_images:
+            shown.items.append(image)
+            shown.infotexts.append("")
+            shown.params.append(None)
+            shown.seeds.append(-1)
+            shown.subseeds.append(-1)
     if results:
         total = sum(r.timings.total_s for r, _ in results)
         warnings = [w for r, _ in results for w in r.warnings]

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from modules.infotext import request_fields_from_infotext
+from modules.infotext import parse_infotext, request_fields_from_infotext
 from modules.processing import samplers
 from webui import params
 from webui.common import checkpoint_titles, vae_choices
@@ -33,6 +33,7 @@ class PasteTarget:
     inpaint: Any = None  # img2img.InpaintControls
     features: Optional[params.FeatureControls] = None  # restore faces, tiling
     hires: Any = None  # hires_fix.HiresControls (txt2img)
+    extensions: Any = None  # extension_controls.ExtensionControls: those that read their infotext back
 
     def components(self) -> list:
         out = [self.toprow.prompt, self.toprow.negative_prompt, self.toprow.styles, self.sampler.sampler,
@@ -49,6 +50,8 @@ class PasteTarget:
             out += [self.features.restore_faces, self.features.tiling]
         if self.hires is not None:
             out += self.hires.components()
+        if self.extensions is not None:
+            out += self.extensions.paste_components()
         return out
 
 
@@ -125,6 +128,8 @@ def paste_values(env: UiEnv, text: str, target: PasteTarget) -> dict:
         out[i.padding] = inpaint.get("only_masked_padding", 32)
     if target.hires is not None:
         out.update(target.hires.paste_values(fields))
+    if target.extensions is not None:
+        out.update(target.extensions.paste_values(parse_infotext(text).params))
     return out
 
 

@@ -41,12 +41,15 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Live previews": ("live_previews_enable", "show_progress_every_n_steps"),
     "Defaults": ("default_sampler", "default_scheduler", "default_steps", "default_cfg_scale"),
     "Postprocessing": ("face_restoration", "tiling", "filter_nsfw", "add_invisible_watermark"),
+    "ControlNet": ("control_net_no_detectmap", "control_net_unit_count"),
     "Upscaling": ("ESRGAN_tile", "ESRGAN_tile_overlap", "DAT_tile", "DAT_tile_overlap", "SWIN_tile",
                   "SWIN_tile_overlap", "SCUNET_tile", "SCUNET_tile_overlap"),
 }
 
 LABELS = {
     "samples_save": "Always save all generated images",
+    "control_net_no_detectmap": "Do not append detectmap to output",
+    "control_net_unit_count": "Multi-ControlNet: ControlNet unit number (requires restart)",
     "samples_format": "File format for images",
     "samples_filename_pattern": "Images filename pattern",
     "save_to_dirs": "Save images to a subdirectory",

@@ -56,10 +56,12 @@ def triggers_from_cards(cards: Iterable[NetworkCard]) -> Optional[prompt_chunks.
     return prompt_chunks.TriggerWords(vectors, _tokenize) if vectors else None
 
 
-def count_tokens(prompt: str, steps: int = 20,
-                 triggers: Optional[prompt_chunks.TriggerWords] = None) -> tuple[int, int]:
-    """(tokens, capacity) for the longest text the prompt's schedule produces."""
-    count = prompt_chunks.count_tokens(prompt or "", steps, _pieces, _comma_token(), triggers=triggers)
+def count_tokens(prompt: str, steps: int = 20, triggers: Optional[prompt_chunks.TriggerWords] = None,
+                 positive: bool = True) -> tuple[int, int]:
+    """(tokens, capacity) for the longest text the prompt's schedule produces; a positive prompt's
+    AND sub-prompts count one by one (each is encoded on its own), as A1111's counter does."""
+    count = prompt_chunks.count_tokens(prompt or "", steps, _pieces, _comma_token(), triggers=triggers,
+                                       composable=positive)
     return count.used, count.limit
 
 
@@ -71,14 +73,15 @@ def warm_up() -> None:
         pass
 
 
-def counter_text(prompt: str, steps: int = 20) -> str:
-    count, capacity = count_tokens(prompt, steps)
+def counter_text(prompt: str, steps: int = 20, positive: bool = True) -> str:
+    count, capacity = count_tokens(prompt, steps, positive=positive)
     return f"{count}/{capacity}"
 
 
-def counter_html(prompt: str, steps: int = 20, triggers: Optional[prompt_chunks.TriggerWords] = None) -> str:
+def counter_html(prompt: str, steps: int = 20, triggers: Optional[prompt_chunks.TriggerWords] = None,
+                 positive: bool = True) -> str:
     try:
-        count, capacity = count_tokens(prompt, steps, triggers)
+        count, capacity = count_tokens(prompt, steps, triggers, positive)
     except Exception:  # a counter must never break typing
         return "<span class='token-count'>?/75</span>"
     warn = " token-overflow" if capacity > CHUNK else ""

@@ -96,11 +96,14 @@ def build(env: UiEnv, tab: str) -> Toprow:
 
 def wire(env: UiEnv, row: Toprow, steps: gr.Slider) -> None:
     """Events that stay inside the prompt row (counters, clear, styles)."""
-    def count(prompt: str, steps_value: int) -> str:
-        return token_counter.counter_html(prompt, steps_value, triggers=embedding_triggers(env))
+    def counter(positive: bool):
+        def count(prompt: str, steps_value: int) -> str:
+            return token_counter.counter_html(prompt, steps_value, triggers=embedding_triggers(env), positive=positive)
+        return count
 
-    for box, counter in ((row.prompt, row.prompt_tokens), (row.negative_prompt, row.negative_tokens)):
-        box.change(count, [box, steps], counter, show_progress="hidden",
+    for box, tokens, positive in ((row.prompt, row.prompt_tokens, True),
+                                  (row.negative_prompt, row.negative_tokens, False)):
+        box.change(counter(positive), [box, steps], tokens, show_progress="hidden",
                    trigger_mode="always_last", concurrency_limit=None, queue=False)
 
     row.clear.click(lambda: ("", ""), None, [row.prompt, row.negative_prompt], show_progress="hidden",

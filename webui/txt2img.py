@@ -8,7 +8,7 @@ from typing import Optional
 import gradio as gr
 
 from modules.generation.request import GenerationRequest, Mode
-from webui import extension_controls, extra_networks, hires_fix, output_panel, params, toprow
+from webui import extension_controls, extra_networks, hires_fix, output_panel, params, script_controls, toprow
 from webui.env import UiEnv
 from webui.quicksettings import Quicksettings
 
@@ -27,6 +27,7 @@ class Txt2ImgTab:
     extra_networks: extra_networks.ExtraNetworksPanel
     features: params.FeatureControls  # restore faces, tiling
     hires: Optional[hires_fix.HiresControls] = None  # the "Hires. fix" accordion
+    scripts: Optional[script_controls.ScriptControls] = None  # the Script dropdown (X/Y/Z plot...)
 
 
 def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
@@ -41,9 +42,10 @@ def build(env: UiEnv, quick: Quicksettings) -> Txt2ImgTab:
             batch = params.batch_controls(env, TAB)
             seed = params.seed_controls(env, TAB)
             extensions = extension_controls.build(env, TAB, is_img2img=False)
+            scripts = script_controls.build(env, TAB, is_img2img=False)
         with gr.Column(scale=1, min_width=360):
             panel = output_panel.build(env, TAB)
-    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel, extensions, extra, features, hires)
+    tab = Txt2ImgTab(row, sampler, size, batch, seed, panel, extensions, extra, features, hires, scripts)
     hires_fix.wire_label(hires, size.width, size.height)
     toprow.wire(env, row, sampler.steps)
     extra_networks.wire(env, extra, row.extra_networks)
@@ -56,7 +58,7 @@ def request_inputs(tab: Txt2ImgTab, quick: Quicksettings) -> set:
             tab.sampler.scheduler, tab.sampler.steps, tab.size.width, tab.size.height, tab.batch.batch_count,
             tab.batch.batch_size, tab.batch.cfg_scale, quick.checkpoint, quick.vae, quick.clip_skip,
             *params.seed_inputs(tab.seed), *tab.extensions.inputs(), *tab.features.inputs(),
-            *(tab.hires.inputs() if tab.hires else ())}
+            *(tab.hires.inputs() if tab.hires else ()), *(tab.scripts.inputs() if tab.scripts else ())}
 
 
 def common_fields(env: UiEnv, values: dict, row: toprow.Toprow, sampler: params.SamplerControls,
@@ -88,7 +90,9 @@ def _wire(env: UiEnv, tab: Txt2ImgTab, quick: Quicksettings) -> None:
         if tab.hires is not None:
             fields.update(tab.hires.request_fields(values, fields["styles"], env))
         extensions = tab.extensions.request_args(values)
-        return [output_panel.JobStep(GenerationRequest(mode=Mode.TXT2IMG, extensions=extensions, **fields))]
+        script = tab.scripts.request_call(values) if tab.scripts else None
+        return [output_panel.JobStep(GenerationRequest(mode=Mode.TXT2IMG, extensions=extensions, script=script,
+                                                       **fields))]
 
     output_panel.wire_generation(env, tab.panel, tab.toprow, plan, request_inputs(tab, quick))
     tab.seed.reuse_seed.click(output_panel.reuse_seed_handler("seed"), [tab.panel.shown, tab.panel.selected],

@@ -7,7 +7,9 @@ Routes and the service raise plain exceptions (the engine's, the registry's, the
     422  a field is invalid (names the field), an image does not decode, an unknown upscaler (names
          the field, lists the valid names), an unknown script or
          extension, or its args (alwayson_scripts.<title>...) do not validate,
-         a width x height past the device's limit (names both and the setting)
+         a width x height past the device's limit (names both and the setting), an extension's
+         hook error whose cause carries `request_field` (the field it refused; e.g. a ControlNet
+         unit's model of another family than the checkpoint)
     400  a body that does not parse (not JSON, or nested too deeply)
     404  unknown sampler / schedule type / model / VAE / task (lists the valid names)
     503  no usable model at all; the job queue is full (with Retry-After); the NSFW filter is on
@@ -193,6 +195,12 @@ class ErrorMapper:
         if isinstance(exc, UnknownTaskError):
             task = exc.args[0] if exc.args else ""
             return 404, error_body(exc, f"unknown task id {task!r}"), None
+        if isinstance(exc, ExtensionHookError) and isinstance(getattr(exc.cause, "request_field", None), tuple):
+            # the hook refused a value of the request (ControlNet: a model of another family than the
+            # checkpoint) and says which field; the client's to fix, not a server failure
+            errors = [{"loc": ("body", *exc.cause.request_field), "msg": str(exc.cause), "type": "value_error"}]
+            return 422, error_body(exc, errors, errors=FieldError(errors).message, extension=exc.extension,
+                                   hook=exc.hook), None
         if isinstance(exc, ExtensionHookError):  # the job ended cleanly; the extension is named
             log.error("%s", exc)
             return 500, error_body(exc, str(exc), extension=exc.extension, hook=exc.hook), None

@@ -116,7 +116,8 @@ def extension_items(catalog: ExtensionCatalog) -> list[schemas.ExtensionItem]:
 
 def script_titles(loaded: LoadedExtensions, is_img2img: bool) -> list[str]:
     """A1111's lowercase titles of the tab's scripts, then this app's typed extensions shown there."""
-    titles = loaded.scripts.titles(is_img2img)
+    titles = [s.title.lower() for s in loaded.selectable.for_tab(is_img2img)]
+    titles += [t for t in loaded.scripts.titles(is_img2img) if t not in titles]
     titles += [e.label.lower() for e in loaded.typed if e.visible(is_img2img) and e.label.lower() not in titles]
     return titles
 
@@ -136,6 +137,11 @@ def script_infos(loaded: LoadedExtensions) -> list[schemas.ScriptInfo]:
     """A1111's ScriptInfo for every A1111 script (args read from its ui()), then, for this app's
     typed extensions, one per tab they show on with their Args fields (sent by name or in order)."""
     infos = []
+    for script in loaded.selectable:  # this app's selectable scripts (X/Y/Z plot...), A1111's arg order
+        for tab in (False, True):
+            if script.visible(tab):
+                infos.append(schemas.ScriptInfo(name=script.title.lower(), is_alwayson=False, is_img2img=tab,
+                                                args=[schemas.ScriptArg(**vars(a)) for a in script.arg_infos(tab)]))
     for info in script_info(loaded.scripts):
         args = [schemas.ScriptArg(label=a.label, value=a.value, minimum=a.minimum, maximum=a.maximum, step=a.step,
                                   choices=None if a.choices is None else [str(c) for c in a.choices])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import datetime as _dt
 import io
@@ -38,7 +37,7 @@ from modules.postprocess import image_finish
 from modules.processing import image_ops, samplers
 from modules.processing.latent_upscale import LATENT_MODES
 from modules.generation.request import (GenerationRequest, HiresOptions, InpaintArea, InpaintOptions, MaskedContent, Mode,
-                                       ResizeMode, RngSource)
+                                       ResizeMode, RngSource, ScriptCall)
 from modules.generation.result import GenerationResult
 from modules.settings import Options
 from modules.settings_paths import escaping_paths
@@ -119,23 +118,10 @@ def decode_image(data: Any, field: str | Sequence[Any], max_pixels: int) -> Imag
     An image over `max_pixels` is refused from its header, before its pixels are decoded."""
     if not isinstance(data, str) or not data.strip():
         raise InvalidImageError(field, "empty")
-    text = data.strip()
-    if text.startswith(("http://", "https://")):
-        raise InvalidImageError(field, "URLs are not fetched; send the image itself as base64")
-    if text.startswith("data:"):
-        head, sep, text = text.partition(",")
-        if not sep or ";base64" not in head:
-            raise InvalidImageError(field, "a data: URL must carry base64 data")
-    text = "".join(text.split())
-    text += "=" * (-len(text) % 4)
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            raw = base64.b64decode(text, altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise InvalidImageError(field, f"corrupt base64 ({err})") from None
-    del text  # the decoded copy of the base64 text: no longer needed
+        raw = image_ops.base64_bytes(data)
+    except ValueError as err:
+        raise InvalidImageError(field, str(err)) from None
     try:
         return image_ops.open_image(io.BytesIO(raw), max_pixels)
     except image_ops.ImageTooLargeError as err:
@@ -244,7 +230,7 @@ class ApiService:
     def prepare(self, body: schemas._GenerationBase, is_img2img: bool) -> Prepared:
         warnings: list[str] = []
         self._refuse_unbuilt_features(body)
-        self._check_scripts(body, is_img2img)
+        script = self._script_call(body, is_img2img)
         sent = set(body.model_fields_set)
         if body.model_extra:
             warnings.append("ignored unknown field(s): " + ", ".join(sorted(body.model_extra)))
@@ -271,7 +257,7 @@ class ApiService:
             clip_skip=opts.CLIP_stop_at_last_layers, rng_source=RngSource(opts.randn_source),
             checkpoint=_clean_name(overrides.get("sd_model_checkpoint")),
             vae=_clean_name(overrides.get("sd_vae")),
-            save_images=body.save_images, save_grid=body.save_images, extensions=extensions,
+            save_images=body.save_images, save_grid=body.save_images, extensions=extensions, script=script,
             # A1111: left out (null) = the face_restoration / tiling setting
             restore_faces=opts.face_restoration if body.restore_faces is None else body.restore_faces,
             tiling=opts.tiling if body.tiling is None else body.tiling,
@@ -318,6 +304,7 @@ class ApiService:
             request = GenerationRequest(**fields, inpaint=inpaint, hires=hires_options)
         except ValidationError as err:
             raise _field_errors(err, from_infotext) from None
+        self._check_script(request, body.script_args)
         return Prepared(request=request, task_id=_clean_name(body.force_task_id), send_images=body.send_images,
                         samples_format=str(opts.samples_format), jpeg_quality=int(opts.jpeg_quality),
                         warnings=warnings)
@@ -360,16 +347,51 @@ class ApiService:
         """/sdapi/v1/scripts for a tab: A1111's lowercase script titles, then typed extensions."""
         return extensions_api.script_titles(self.ctx.extensions, is_img2img)
 
-    def _check_scripts(self, body: schemas._GenerationBase, is_img2img: bool) -> None:
-        """`script_name`: selectable scripts load and are listed, but do not run yet; say so."""
+    def _script_call(self, body: schemas._GenerationBase, is_img2img: bool) -> Optional[ScriptCall]:
+        """`script_name` + `script_args` -> the request's ScriptCall: this app's selectable scripts
+        run (their Args validated here, 422 naming the position in script_args); A1111 selectable
+        scripts from user extensions are listed but do not run yet."""
         name = _clean_name(body.script_name)
-        if name is None:
+        if name is None or name.lower() == "none":
+            return None
+        scripts = self.ctx.extensions.selectable
+        script = scripts.find(name)
+        if script is None or not script.visible(is_img2img):
+            a1111 = [s.title for s in self.ctx.extensions.scripts.selectable if s.is_img2img == is_img2img]
+            if name.lower() in {t.lower() for t in a1111}:
+                raise FieldError.single("script_name", f"script {name!r} is installed, but running A1111 selectable "
+                                                       "scripts (script_name) is not available yet", "not_available")
+            raise UnknownScriptError("script_name", name, [s.title for s in scripts.for_tab(is_img2img)] + a1111)
+        try:
+            return scripts.call(name, body.script_args, is_img2img)
+        except ValidationError as err:
+            raise self._script_args_error(script, err, body.script_args) from None
+
+    @staticmethod
+    def _script_args_error(script, err, sent) -> FieldError:
+        from modules.extensions.selectable import args_error_position
+
+        return FieldError([{"loc": ("body", "script_args", *loc), "msg": f"{script.title}: {msg}", "type": kind}
+                           for loc, msg, kind in args_error_position(script, err, sent)])
+
+    def _check_script(self, request: GenerationRequest, sent: Any) -> None:
+        """The script's own check (unknown sampler or checkpoint on an axis...), before the job is queued."""
+        from modules.extensions.selectable import ScriptArgsError
+
+        call = request.script
+        if call is None:
             return
-        selectable = [s.title for s in self.ctx.extensions.scripts.selectable if s.is_img2img == is_img2img]
-        if name.lower() not in {t.lower() for t in selectable}:
-            raise UnknownScriptError("script_name", name, selectable)
-        raise FieldError.single("script_name", f"script {name!r} is installed, but running selectable scripts "
-                                               "(script_name) is not available yet", "not_available")
+        script = self.ctx.extensions.selectable.get(call.name, request.mode is not Mode.TXT2IMG)
+        try:
+            script.check(request, call.args, self.script_services())
+        except ScriptArgsError as err:
+            raise self._script_args_error(script, err, sent) from None
+
+    def script_services(self):
+        from modules.extensions.selectable import ScriptServices
+
+        return ScriptServices(registry=self.ctx.registry, postprocess=self.ctx.postprocess,
+                              settings=self.ctx.settings, paths=self.ctx.paths, styles=self.styles)
 
     def _extension_args(self, body: schemas._GenerationBase, is_img2img: bool,
                         warnings: list[str]) -> dict[str, Any]:
@@ -475,7 +497,7 @@ class ApiService:
                 model: type[schemas.GenerationResponse]) -> schemas.GenerationResponse:
         images = list(result.images)
         infotexts = list(result.infotexts)
-        first_index = 0
+        first_index = result.grids
         if result.grid is not None:  # as A1111: the grid comes first, with the first image's infotext
             images.insert(0, result.grid)
             infotexts.insert(0, infotexts[0] if infotexts else "")
@@ -484,6 +506,9 @@ class ApiService:
         if prepared.send_images:
             encoded = [encode_image(img, text, prepared.samples_format, prepared.jpeg_quality)
                        for img, text in zip(images, infotexts)]
+            # extensions' pictures (ControlNet's detected maps) follow the generations, as in A1111
+            encoded += [encode_image(img, "", prepared.samples_format, prepared.jpeg_quality)
+                        for img in result.extra_images]
         parameters = body.model_dump()
         if isinstance(body, schemas.Img2ImgRequest) and not body.include_init_images:
             parameters["init_images"] = None

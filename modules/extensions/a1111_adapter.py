@@ -31,7 +31,7 @@ from modules.extensions.a1111_p import Processed, processing_for
 from modules.extensions.a1111_registry import COMPAT, LoadingFile
 from modules.extensions.hooks import JobExtension, OutputImage
 from modules.extensions.script_import import import_extension_file, module_name_for
-from modules.extensions.types import Extension, ExtensionCatalog, ExtensionError, ExtensionFile
+from modules.extensions.types import Extension, ExtensionCatalog, ExtensionError, ExtensionFile, ScriptArgInfo
 
 if TYPE_CHECKING:
     from modules.extensions.runner import ExtensionSet
@@ -51,16 +51,6 @@ class A1111ScriptArgs(BaseModel):
 
 
 # ---- what /sdapi/v1/script-info reports, read from the script's ui() components
-
-
-@dataclass(frozen=True)
-class ScriptArgInfo:
-    label: str = ""
-    value: Any = None
-    minimum: Any = None
-    maximum: Any = None
-    step: Any = None
-    choices: Optional[list[Any]] = None
 
 
 @dataclass(frozen=True)
@@ -247,7 +237,7 @@ class A1111ScriptExtension(JobExtension):
 
 
 @dataclass(frozen=True)
-class SelectableScript:
+class A1111SelectableScript:
     """A script shown in the Script dropdown of one tab (A1111's `script_name`; not run yet)."""
 
     title: str
@@ -260,7 +250,7 @@ class SelectableScript:
 @dataclass
 class LoadedScripts:
     extensions: list[A1111ScriptExtension] = field(default_factory=list)
-    selectable: list[SelectableScript] = field(default_factory=list)
+    selectable: list[A1111SelectableScript] = field(default_factory=list)
     modules: list[tuple[ExtensionFile, ModuleType]] = field(default_factory=list)  # every file that imported
     errors: list[ExtensionError] = field(default_factory=list)
 
@@ -343,7 +333,7 @@ def _instantiate(ext: Extension, file: ExtensionFile, cls: type[a1111_scripts.Sc
             script.alwayson = True
             alwayson[is_img2img] = script
         elif visibility:
-            loaded.selectable.append(SelectableScript(title, is_img2img, script, ext.name, file))
+            loaded.selectable.append(A1111SelectableScript(title, is_img2img, script, ext.name, file))
     if alwayson:
         loaded.extensions.append(A1111ScriptExtension(title, alwayson, ext.name, file))
 
@@ -369,6 +359,6 @@ def script_info(loaded: LoadedScripts) -> list[ScriptInfo]:
     return infos
 
 
-__all__ = ["A1111ScriptArgs", "A1111ScriptExtension", "LoadedScripts", "SelectableScript", "ScriptInfo",
+__all__ = ["A1111ScriptArgs", "A1111ScriptExtension", "LoadedScripts", "A1111SelectableScript", "ScriptInfo",
            "ScriptArgInfo", "load_a1111_scripts", "script_info", "build_script_ui", "ensure_script_ui",
            "ui_defaults"]

@@ -14,7 +14,6 @@ only once the clone has succeeded, so a failed or stopped clone leaves nothing t
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import re
 import secrets
@@ -27,6 +26,7 @@ from typing import AbstractSet, Literal, Optional
 from modules.extensions.git_info import git_env, read_git_version
 from modules.extensions.processes import NEW_GROUP, stop_process_tree
 from modules.extensions.types import GitVersion
+from modules.remote_access import exposed
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +55,10 @@ class InstalledExtension:
     version: GitVersion
 
 
-def _is_loopback(host: Optional[str]) -> bool:
-    if host in (None, "", "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def install_allowed(args: argparse.Namespace) -> bool:
-    """A1111's rule: only when the server listens on loopback alone, or the user accepted the risk."""
-    if getattr(args, "enable_insecure_extension_access", False):
-        return True
-    exposed = (getattr(args, "listen", False) or getattr(args, "share", False)
-               or not _is_loopback(getattr(args, "server_name", None)))
-    return not exposed
+    """A1111's rule: only when the server listens on loopback alone (no --listen, --share or outside
+    --server-name: modules/remote_access.exposed), or the user accepted the risk."""
+    return bool(getattr(args, "enable_insecure_extension_access", False)) or not exposed(args)
 
 
 def check_url(url: str, url_schemes: AbstractSet[str] = REMOTE_URL_SCHEMES) -> str:

@@ -52,6 +52,9 @@ class UNetStep:
     """One UNet call of the denoising loop, as an extension sees it.
 
     Tensors are the ones about to go into the UNet (CFG-doubled when CFG is on: uncond rows first).
+    Rows come in blocks of the batch's B images: ``[uncond × B, cond × B]``, or with ``AND`` in the
+    prompt ``[uncond × B, sub-prompt 1 × B, sub-prompt 2 × B, ...]``; `uncond_rows` says how many
+    leading rows are uncond (0 without CFG), every row after them is a cond row.
     A hook adds keyword arguments for the UNet call to `unet_kwargs` (ControlNet:
     `down_block_additional_residuals`, `mid_block_additional_residual`); where two extensions add
     the same residual key, the runner sums them.
@@ -70,6 +73,12 @@ class UNetStep:
     # `unet_kwargs`; those keys are merged into the UNet's.
     added_cond_kwargs: Optional[dict[str, Any]] = None
     pass_index: int = 0  # 0 = the first pass, 1 = hires fix's second pass
+    uncond_rows: Optional[int] = None  # leading uncond rows; None: half the rows with cfg, else 0
+
+    def __post_init__(self) -> None:
+        if self.uncond_rows is None:
+            rows = getattr(self.sample, "shape", (0,))[0]
+            self.uncond_rows = rows // 2 if self.cfg else 0
 
 
 @dataclass
@@ -163,6 +172,12 @@ class JobExtension:
 
     def args_from_infotext(self, params: dict[str, str]) -> Optional[BaseModel]:
         """Args read back from an infotext's parameters (what `extra_params` wrote); None: not used."""
+        return None
+
+    def ui_values_from_args(self, args: BaseModel, count: int) -> Optional[list[Any]]:
+        """Values for the `count` components `ui()` returned, in order, from Args (pasting an
+        infotext into the UI: `args_from_infotext` then this); an entry may be a gradio update.
+        None: pasting leaves the controls as they are."""
         return None
 
     def ui(self, is_img2img: bool) -> list[Any]:

@@ -25,6 +25,7 @@ from modules.extensions.discovery import ExtensionSwitches, discover_extensions
 from modules.extensions.hooks import AppHandle, ExtensionEnvironment, JobExtension
 from modules.extensions.installer import run_installers
 from modules.extensions.runner import ExtensionSet
+from modules.extensions.selectable import ScriptSet, SelectableScript
 from modules.extensions.types import ExtensionCatalog, ExtensionError, ExtensionFile
 from modules.paths import EXTENSIONS_BUILTIN_DIR
 
@@ -44,6 +45,8 @@ class LoadedExtensions:
     scripts: LoadedScripts = field(default_factory=LoadedScripts)
     extension_set: ExtensionSet = field(default_factory=ExtensionSet)
     app: AppHandle = field(default_factory=AppHandle)  # what setup() got; create_context fills it in
+    # The Script dropdown's typed scripts (X/Y/Z plot, prompt matrix...): SelectableScript subclasses
+    selectable: ScriptSet = field(default_factory=ScriptSet)
 
     @property
     def typed(self) -> list[JobExtension]:
@@ -56,6 +59,29 @@ def typed_extension_classes(module: ModuleType) -> list[type[JobExtension]]:
     return [c for c in vars(module).values()
             if inspect.isclass(c) and issubclass(c, JobExtension) and c is not JobExtension
             and c.__module__ == module.__name__]
+
+
+def selectable_script_classes(module: ModuleType) -> list[type[SelectableScript]]:
+    """`SelectableScript` subclasses the module itself defines, in definition order."""
+    return [c for c in vars(module).values()
+            if inspect.isclass(c) and issubclass(c, SelectableScript) and c is not SelectableScript
+            and c.__module__ == module.__name__]
+
+
+def _add_selectable(catalog: ExtensionCatalog, file: ExtensionFile, module: ModuleType, scripts: ScriptSet,
+                    env: ExtensionEnvironment, errors: list[ExtensionError]) -> None:
+    owner = catalog.extension_of(file)
+    for cls in selectable_script_classes(module):
+        try:
+            script = cls()
+            script.setup(env)
+            scripts.add(script)
+        except Exception as exc:  # noqa: BLE001 - reported by name; the other scripts load
+            error = ExtensionError(owner.name, "import", f"{file.canonical_name}: script {cls.__name__} failed "
+                                   f"to start: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            owner.errors.append(error)
+            errors.append(error)
+            log.error("%s\n%s", error, error.traceback)
 
 
 def _add_typed(catalog: ExtensionCatalog, file: ExtensionFile, module: ModuleType, extension_set: ExtensionSet,
@@ -121,12 +147,16 @@ def load_extensions(paths: "Paths", settings: "SettingsStore", args: argparse.Na
     for file, module in scripts.modules:
         _add_typed(catalog, file, module, extension_set, scripts.errors)
     app = AppHandle()
-    _set_up(extension_set, ExtensionEnvironment(paths=paths, args=args, settings=settings, app=app), catalog,
-            scripts.errors)
+    env = ExtensionEnvironment(paths=paths, args=args, settings=settings, app=app)
+    _set_up(extension_set, env, catalog, scripts.errors)
+    selectable = ScriptSet()
+    for file, module in scripts.modules:
+        _add_selectable(catalog, file, module, selectable, env, scripts.errors)
     active = [e.name for e in catalog.active()]
     log.info("extensions: %d loaded (%s), %d job extension(s): %s", len(active), ", ".join(active) or "none",
              len(extension_set), ", ".join(extension_set.names) or "none")
-    return LoadedExtensions(catalog=catalog, scripts=scripts, extension_set=extension_set, app=app)
+    return LoadedExtensions(catalog=catalog, scripts=scripts, extension_set=extension_set, app=app,
+                            selectable=selectable)
 
 
 def image_saved_observer() -> Callable[["SavedImage"], None]:
@@ -154,4 +184,4 @@ def app_started(demo: Any, app: Any) -> None:
     script_callbacks.app_started_callback(demo, app)
 
 
-__all__ = ["LoadedExtensions", "load_extensions", "typed_extension_classes", "image_saved_observer", "app_started"]
+__all__ = ["LoadedExtensions", "load_extensions", "typed_extension_classes", "selectable_script_classes", "image_saved_observer", "app_started"]

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from modules.extensions.metadata import ExtensionMetadata
 
 # A1111's `disable_all_extensions` values: "extra" keeps only the built-in extensions.
 DisableMode = Literal["none", "extra", "all"]
 ErrorStage = Literal["metadata", "duplicate", "requires", "install", "preload", "import"]
+
+
+@dataclass(frozen=True)
+class ScriptArgInfo:
+    """One entry of /sdapi/v1/script-info's `args` (A1111's ScriptArg): a script's argument,
+    for A1111 scripts and selectable scripts alike."""
+
+    label: str = ""
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: Optional[list[Any]] = None
 
 
 @dataclass(frozen=True)

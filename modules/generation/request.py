@@ -79,6 +79,17 @@ class HiresOptions(BaseModel):
     cfg_scale: Optional[float] = Field(None, ge=0.0, le=30.0)  # None = the first pass's CFG scale
 
 
+class ScriptCall(BaseModel):
+    """The selectable script a request runs (A1111's script_name + script_args): the script's key
+    and its own Args (modules/extensions/selectable.py). The engine runs the script instead of one
+    plain job; the script runs sub-jobs made from the rest of the request."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, extra="forbid")
+
+    name: str
+    args: Any = None  # that script's Args instance (or raw JSON for it)
+
+
 class GenerationRequest(BaseModel):
     """Everything one generation job needs. Immutable: overrides live here, never in globals."""
 
@@ -127,6 +138,7 @@ class GenerationRequest(BaseModel):
     save_images: bool = True
     save_grid: bool = True
     extensions: dict[str, Any] = Field(default_factory=dict)
+    script: Optional[ScriptCall] = None  # the Script dropdown / script_name; None = a plain job
 
     @field_validator("width", "height")
     @classmethod

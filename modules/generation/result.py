@@ -71,6 +71,9 @@ class GenerationResult:
     infotexts: list[str] = field(default_factory=list)
     saved_paths: list[str] = field(default_factory=list)
     grid: Optional[Image.Image] = None
+    # How many of `images` at the front are grids (selectable scripts: X/Y/Z plot, prompt matrix
+    # return their grids as images, each with its own infotext); A1111's index_of_first_image.
+    grids: int = 0
     grid_path: Optional[str] = None
     width: int = 0
     height: int = 0

@@ -30,7 +30,7 @@ import time
 import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import torch
 from PIL import Image
@@ -48,12 +48,16 @@ from modules.paths import Paths
 from modules.postprocess import image_finish
 from modules.postprocess.services import Postprocessors
 from modules.processing import extra_networks, hires as hires_mod, image_ops, latents as latent_ops, samplers, tiling
+from modules.processing.composable import ComposableConditioning
 from modules.processing.conditioning import PromptEncoder, ScheduledConditioning
 from modules.processing.job_state import BatchState, JobState
 from modules.processing.latent_upscale import is_latent_mode, upscale_latents
 from modules.processing.noise import NoiseSpec, create_noise, resolve_seeds
 from modules.processing.sampling import LatentInpaint, SamplingJob, SamplingOutcome, denoise
 from modules.settings import Options, SettingsStore
+
+if TYPE_CHECKING:
+    from modules.extensions.selectable import ScriptServices, ScriptSet
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,9 @@ class Engine:
     def __init__(self, models: ModelProvider, settings: SettingsStore, paths: Paths,
                  vae_tile_threshold: Optional[int] = None, extensions: Optional[ExtensionSet] = None,
                  on_image_saved: Optional[Callable[[SavedImage], None]] = None,
-                 postprocess: Optional[Postprocessors] = None) -> None:
+                 postprocess: Optional[Postprocessors] = None, scripts: Optional["ScriptSet"] = None) -> None:
         self._models = models
+        self._scripts = scripts  # selectable scripts (X/Y/Z plot...): run when request.script is set
         # upscalers (hires fix), face restoration, NSFW checker: the app's one set of them
         self._postprocess = postprocess if postprocess is not None else Postprocessors(paths, settings)
         self._vae_tile_threshold = vae_tile_threshold  # None: decode_latents' default
@@ -105,6 +110,8 @@ class Engine:
     # ------------------------------------------------------------------ entry point
     def generate(self, request: GenerationRequest, control: Optional[JobControl] = None) -> GenerationResult:
         control = control or JobControl()
+        if request.script is not None:  # a selectable script: it runs sub-jobs through this method
+            return self._run_script(request, control)
         job = JobState(request=request, options=self._settings.get(), control=control, result=GenerationResult())
         started = time.perf_counter()
         # unknown names / bad args fail here, before the model loads
@@ -131,6 +138,18 @@ class Engine:
             hooks.postprocess(job, job.result)
         self._finish(job, started)
         return job.result
+
+    def _run_script(self, request: GenerationRequest, control: JobControl) -> GenerationResult:
+        from modules.extensions.selectable import ScriptSet, run_script
+
+        return run_script(self._scripts or ScriptSet(), request, control, self.generate, self.script_services())
+
+    def script_services(self) -> "ScriptServices":
+        from modules.extensions.selectable import ScriptServices
+        from modules.styles import StyleDatabase
+
+        return ScriptServices(registry=self._models, postprocess=self._postprocess, settings=self._settings,
+                              paths=self._paths, styles=StyleDatabase(self._paths.styles_file))
 
     # ------------------------------------------------------------------ prepare
     def _prepare(self, job: JobState) -> None:
@@ -202,14 +221,16 @@ class Engine:
         encoder = self._encoder(job.model)
         steps, clip_skip = job.request.steps, job.request.clip_skip
         state = (*job.text_encoder_state, *batch.text_encoder_state)
-        batch.cond = ScheduledConditioning(encoder, batch.encoder_prompts, steps, clip_skip, state=state,
-                                           embeddings=job.embeddings)
+        # the positive prompts split on AND (composable diffusion); the negative ones are not
+        batch.cond = ComposableConditioning.from_prompts(encoder, batch.encoder_prompts, steps, clip_skip, state=state,
+                                                         embeddings=job.embeddings)
         batch.uncond = ScheduledConditioning(encoder, batch.encoder_negative_prompts, steps, clip_skip, state=state,
                                              embeddings=job.embeddings)
 
     def _sample(self, job: JobState, batch: BatchState, inputs: _BatchInputs, hooks: JobHooks) -> SamplingOutcome:
         t = time.perf_counter()
         request, model = job.request, job.model
+        device = model.device  # once: the pipeline's execution device walks every module
         factor = model.vae_scale_factor
         latent_shape = (model.latent_channels, job.height // factor, job.width // factor)
         resize_from = None
@@ -217,12 +238,12 @@ class Engine:
             resize_from = (request.seed_resize_from_h // factor, request.seed_resize_from_w // factor)
         spec = NoiseSpec(shape=latent_shape, subseed_strength=request.subseed_strength, resize_from=resize_from,
                          source=request.rng_source)
-        noise, generators = create_noise(spec, batch.seeds, batch.subseeds, model.device)
+        noise, generators = create_noise(spec, batch.seeds, batch.subseeds, device)
         scheduler = samplers.build_scheduler(job.sampler, model.pipe.scheduler.config, seeds=batch.seeds,
                                              is_sdxl=model.family.is_xl)
         unet_step = _unet_step_hook(job, batch, hooks)
         sampling = SamplingJob(
-            unet=model.unet, device=model.device, scheduler=scheduler, cond=batch.cond, uncond=batch.uncond,
+            unet=model.unet, device=device, scheduler=scheduler, cond=batch.cond, uncond=batch.uncond,
             cfg_scale=request.cfg_scale, steps=request.steps, noise=noise, generators=generators,
             init_latents=inputs.init_latents, start_latents=_masked_content_start(request, inputs, noise),
             strength=1.0 if request.mode is Mode.TXT2IMG else request.denoising_strength,
@@ -328,7 +349,8 @@ class Engine:
         job.clock.add("sample", t)
         return False
 
-    def _hires_conditioning(self, job: JobState, batch: BatchState) -> tuple[ScheduledConditioning, ScheduledConditioning]:
+    def _hires_conditioning(self, job: JobState,
+                            batch: BatchState) -> tuple[ComposableConditioning, ScheduledConditioning]:
         """The second pass's prompts ("" = the first pass's), scheduled over the hires steps
         (A1111's prompt editing: integers count on from the first pass). The first pass's extra
         networks stay applied: tags in a hires prompt are taken out of the text, not re-applied."""
@@ -345,9 +367,10 @@ class Engine:
                 if any((c.kind, c.items) not in known for c in calls):
                     _add_warnings(job.result, ["extra networks in the hires prompt are not applied to the "
                                                "second pass; it uses the first pass's"])
-            pair.append(ScheduledConditioning(encoder, texts, request.steps, request.clip_skip,
-                                              hires_steps=plan.run_steps, state=state, embeddings=job.embeddings))
-        return pair[0], pair[1]
+            pair.append(texts)
+        options = dict(hires_steps=plan.run_steps, state=state, embeddings=job.embeddings)
+        cond = ComposableConditioning.from_prompts(encoder, pair[0], request.steps, request.clip_skip, **options)
+        return cond, ScheduledConditioning(encoder, pair[1], request.steps, request.clip_skip, **options)
 
     def _decode(self, job: JobState, batch: BatchState, inputs: _BatchInputs) -> None:
         """The whole batch in one VAE pass, or (the `batch_per_image` setting) one image at a time:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from modules.jobs.control import JobControl
     from modules.models.loaded import LoadedModel
+    from modules.processing.composable import ComposableConditioning
     from modules.processing.conditioning import EmbeddingTable, ScheduledConditioning
     from modules.processing.extra_networks import ExtraNetworkCall
     from modules.processing.hires import HiresPlan
@@ -87,7 +88,7 @@ class BatchState:
     # inversion vectors), as hashable identities: cached conditioning is kept apart per state.
     # Job-wide patches (patch_model) add theirs to JobState.text_encoder_state.
     text_encoder_state: list[Any] = field(default_factory=list)
-    cond: Optional["ScheduledConditioning"] = None
+    cond: Optional["ComposableConditioning"] = None  # the prompts split on AND (one group without AND)
     uncond: Optional["ScheduledConditioning"] = None
     latents: Optional["torch.Tensor"] = None  # after sampling
     images: list["Image.Image"] = field(default_factory=list)  # after decoding

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
 from modules.processing.extra_networks import parse_prompt
-from modules.processing.prompt_parser import PromptSchedule, WeightedText, parse_attention
+from modules.processing.prompt_parser import PromptSchedule, WeightedText, parse_attention, split_and
 
 CHUNK_LENGTH = 75  # prompt tokens per chunk
 COMMA_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
@@ -162,14 +162,18 @@ def split_into_chunks(pieces: Sequence[tuple[Sequence[int], WeightedText]], comm
 
 
 def count_tokens(prompt: str, steps: int, pieces: Callable[[str], TokenPieces], comma_token: Optional[int],
-                 backtrack: int = COMMA_BACKTRACK, triggers: Optional[TriggerWords] = None) -> TokenCount:
+                 backtrack: int = COMMA_BACKTRACK, triggers: Optional[TriggerWords] = None,
+                 composable: bool = False) -> TokenCount:
     """A1111's ``used/limit`` for `prompt` as the text encoder sees it: without extra-network tags,
     prompt editing resolved for `steps` steps, the longest resulting text counting. `pieces` turns
     one text into token pieces (`token_pieces` with the model's tokenizer); `triggers`: the
-    embeddings, each counting as its number of vectors."""
+    embeddings, each counting as its number of vectors. `composable` (positive prompts, as A1111's
+    is_positive): each ``AND`` sub-prompt counts on its own, the longest wins."""
     text = parse_prompt(prompt or "").text
+    subs = [s.text for s in split_and(text)] if composable else [text]
+    texts = [t for sub in subs for t in PromptSchedule.parse(sub, max(1, int(steps or 1))).texts]
     best: Optional[TokenCount] = None
-    for candidate in dict.fromkeys(PromptSchedule.parse(text, max(1, int(steps or 1))).texts) or {"": None}:
+    for candidate in dict.fromkeys(texts) or {"": None}:
         chunks, used = split_into_chunks(pieces(candidate), comma_token, backtrack, triggers)
         found = TokenCount(used, CHUNK_LENGTH * len(chunks))
         if best is None or (found.used, found.limit) > (best.used, best.limit):

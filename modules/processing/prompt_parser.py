@@ -8,6 +8,9 @@ Two independent passes, as in A1111:
 2. **Attention** (`parse_attention`) runs on each of those texts and yields weighted pieces:
    ``(x)`` ×1.1, ``[x]`` ÷1.1, ``(x:1.5)``, escapes, and ``BREAK`` markers.
 
+Before both, a positive prompt is split on ``AND`` (`split_and`, composable diffusion): each
+sub-prompt, with its own ``:weight``, is scheduled and encoded on its own.
+
 Both are total functions: any input string gives a result, never an exception. Syntax that does not
 parse is kept as literal text, like A1111 does.
 """
@@ -20,11 +23,58 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 __all__ = [
+    "SubPrompt",
+    "split_and",
     "WeightedText",
     "BREAK",
     "parse_attention",
     "PromptSchedule",
 ]
+
+# --------------------------------------------------------------------------------------------------
+# AND: composable diffusion
+# --------------------------------------------------------------------------------------------------
+
+# The keyword as a whole word: "ANDROID" and "sAND" are text, lower-case "and" is text.
+_AND_RE = re.compile(r"\bAND\b")
+# A sub-prompt and its optional trailing weight ("a dog : 1.2 "). As in A1111 '.' stops at a newline,
+# so a sub-prompt with a line break inside keeps a trailing ":1.2" as text, weight 1.
+_SUB_WEIGHT_RE = re.compile(r"^(\s*.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+
+
+@dataclass(frozen=True)
+class SubPrompt:
+    """One ``AND``-separated part of a prompt: the text to schedule and encode, and its weight in
+    the guidance (``uncond + sum_i weight_i * cfg * (cond_i - uncond)``)."""
+
+    text: str
+    weight: float = 1.0
+
+
+def split_and(prompt: str) -> tuple[SubPrompt, ...]:
+    """A1111's composable-diffusion split (get_multicond_prompt_list) of one positive prompt.
+
+    >>> split_and("a cat AND a dog:1.2")
+    (SubPrompt(text='a cat', weight=1.0), SubPrompt(text=' a dog', weight=1.2))
+
+    Each sub-prompt may end with ``:weight`` (default 1; negative allowed); the trailing whitespace
+    and the weight are cut off, leading whitespace stays (the tokenizer ignores it). A prompt with
+    neither ``AND`` nor a trailing weight comes back verbatim, so its encoding is unchanged. Prompt
+    editing, alternation and emphasis work inside each sub-prompt; a negative prompt is not split.
+    """
+    prompt = "" if prompt is None else str(prompt)
+    parts = _AND_RE.split(prompt)
+    out = []
+    for part in parts:
+        m = _SUB_WEIGHT_RE.search(part)
+        if m is None:
+            out.append(SubPrompt(part, 1.0))
+        elif m.group(2) is None:
+            out.append(SubPrompt(prompt if len(parts) == 1 else m.group(1), 1.0))
+        else:
+            out.append(SubPrompt(m.group(1), float(m.group(2))))
+    return tuple(out)
+
 
 # --------------------------------------------------------------------------------------------------
 # Attention

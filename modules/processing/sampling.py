@@ -2,19 +2,21 @@
 
 It reads as diffusers' pipelines do (timesteps → start latents → loop → latents) but owns the
 things A1111 needs and the stock pipelines don't expose: per-image generators, conditioning that
-changes during sampling (prompt editing, alternation), latent masked-content modes, and
-interrupt/skip between steps.
+changes during sampling (prompt editing, alternation), composable diffusion (``AND`` in the
+prompt: modules/processing/composable.py), latent masked-content modes, and interrupt/skip between
+steps.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
 from modules.extensions.hooks import UNetStep
+from modules.processing.composable import ComposableConditioning, ComposableContext, as_composable, guide
 from modules.processing.conditioning import ScheduledConditioning, ScheduledPair
 
 
@@ -32,7 +34,7 @@ class SamplingJob:
     unet: torch.nn.Module
     device: torch.device  # where the UNet computes (its weights may rest on the CPU under offload)
     scheduler: object
-    cond: ScheduledConditioning
+    cond: Union[ScheduledConditioning, ComposableConditioning]  # AND sub-prompts: ComposableConditioning
     uncond: ScheduledConditioning
     cfg_scale: float
     steps: int
@@ -104,7 +106,8 @@ def _rows(value, idx: torch.Tensor):
 
 def _predict(unet, model_in: torch.Tensor, t, embeds: torch.Tensor, added: Optional[dict],
              groups: int, extra: Optional[dict] = None) -> torch.Tensor:
-    """UNet noise prediction, optionally in `groups` calls of one image each (rows i, B+i, ...)."""
+    """UNet noise prediction, optionally in `groups` calls of one image each (rows i, B+i, 2B+i, ...:
+    its uncond and every sub-prompt's cond row)."""
     extra = extra or {}
     if groups == 1:
         return unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False,
@@ -137,16 +140,36 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
         latents = sched.add_noise(start.float(), noise, timesteps[:1].repeat(batch))
     latents = latents.to(dtype)
 
-    use_cfg = job.cfg_scale != 1.0  # at 1 the guided result equals the conditional one
+    # Rows of each UNet call: [uncond × batch if use_cfg, cond × batch] or, with AND sub-prompts,
+    # [uncond × batch if needed, sub-prompt 1 × batch, sub-prompt 2 × batch, ...].
+    composed = as_composable(job.cond)
+    plain = composed.is_plain  # no AND (or it came down to one sub-prompt at weight 1): plain CFG
+    # plain: at 1 the guided result equals the conditional one; AND: see ComposableConditioning
+    use_cfg = job.cfg_scale != 1.0 if plain else composed.needs_uncond(job.cfg_scale)
+    blocks = (1 if plain else composed.count) + (1 if use_cfg else 0)
     step_kwargs = _step_kwargs(sched, job.generators, job.step_options)
     inpaint = job.inpaint
     extra_channels = None
     if inpaint is not None and inpaint.masked_image_latents is not None:
         extra_channels = torch.cat([inpaint.mask, inpaint.masked_image_latents], dim=1).to(device, dtype)
-        if use_cfg:
-            extra_channels = torch.cat([extra_channels] * 2)
+        if blocks > 1:
+            extra_channels = torch.cat([extra_channels] * blocks)
+    row_time_ids = None
+    if job.time_ids is not None:
+        if plain:
+            ids = job.time_ids if use_cfg else job.time_ids[1:]
+            row_time_ids = ids.repeat_interleave(batch, dim=0).to(device, dtype)
+        else:
+            parts = ([job.time_ids[:1].expand(batch, -1)] if use_cfg else []) + [
+                job.time_ids[1:].expand(batch * composed.count, -1)]
+            row_time_ids = torch.cat(parts).to(device, dtype)
 
-    prompts = ScheduledPair(job.cond, job.uncond)  # reuses the padded uncond+cond tensor while unchanged
+    if plain:  # reuses the padded uncond+cond tensor while unchanged
+        cond = composed.groups[0]
+        prompts = ScheduledPair(cond, job.uncond)
+    else:
+        composed_context = ComposableContext(composed, job.uncond if use_cfg else None)
+        weights = composed.weight_tensor(job.cfg_scale, device)
     total = len(timesteps)
     last_x0: Optional[torch.Tensor] = None
     done = 0
@@ -156,16 +179,17 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
             break
         # 2. conditioning for this step (prompt editing / alternation switch it)
         schedule_step = min(schedule_steps - 1, i // order)
-        context = prompts.cfg_context(schedule_step) if use_cfg else job.cond.at(schedule_step)
-        model_in = torch.cat([latents] * 2) if use_cfg else latents
+        if plain:
+            context = prompts.cfg_context(schedule_step) if use_cfg else cond.at(schedule_step)
+        else:
+            context = composed_context.at(schedule_step)
+        model_in = torch.cat([latents] * blocks) if blocks > 1 else latents
         model_in = sched.scale_model_input(model_in, t)
         if extra_channels is not None:
             model_in = torch.cat([model_in, extra_channels], dim=1)
         added = None
-        if context.pooled is not None and job.time_ids is not None:
-            ids = job.time_ids if use_cfg else job.time_ids[1:]
-            added = {"text_embeds": context.pooled.to(device, dtype),
-                     "time_ids": ids.repeat_interleave(batch, dim=0).to(device, dtype)}
+        if context.pooled is not None and row_time_ids is not None:
+            added = {"text_embeds": context.pooled.to(device, dtype), "time_ids": row_time_ids}
 
         # 3. extensions' extra UNet inputs, then predict the noise and guide it
         embeds = context.embeds.to(device, dtype)
@@ -173,13 +197,15 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
         if job.unet_step is not None:
             extra = job.unet_step(UNetStep(index=i, total=total, timestep=t, sample=model_in,
                                            encoder_hidden_states=embeds, cfg=use_cfg, added_cond_kwargs=added,
-                                           pass_index=job.pass_index))
+                                           pass_index=job.pass_index, uncond_rows=batch if use_cfg else 0))
             if extra and "added_cond_kwargs" in extra:  # extensions' extra UNet inputs join the UNet's own
                 extra = dict(extra)
                 added = {**(added or {}), **extra.pop("added_cond_kwargs")}
         pred = _predict(unet, model_in, t, embeds, added, groups=batch if job.unet_per_image and batch > 1 else 1,
                         extra=extra)
-        if use_cfg:
+        if not plain:
+            pred = guide(pred, batch, weights, has_uncond=use_cfg)
+        elif use_cfg:
             pred_uncond, pred_cond = pred.chunk(2)
             pred = pred_uncond + job.cfg_scale * (pred_cond - pred_uncond)
 

@@ -112,7 +112,8 @@ def open_page(browser, url: str, log: PageLog, viewport=(1400, 1000)):
     page.on("pageerror", lambda exc: log.errors.append(f"uncaught: {exc}"))
     page.goto(url)
     page.wait_for_selector("#txt2img_generate", timeout=60_000)
-    page.wait_for_timeout(700)  # let the page-load event fill the controls
+    # the page-load event has filled the controls (settings, defaults) before a test types into them
+    page.wait_for_selector("body[data-sd-loaded='1']", state="attached", timeout=60_000)
     return page
 
 

@@ -18,11 +18,18 @@ def fill(page, elem_id: str, text: str) -> None:
 
 
 def set_number(page, elem_id: str, value) -> None:
-    """A slider's or number's numeric box."""
+    """A slider's or number's numeric box. A box typed into while its tab is still mounting loses
+    the value (the mounted one replaces it), so the value is checked and typed again until it holds."""
     box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()
+    for _ in range(10):
+        box.wait_for(state="visible")
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        page.wait_for_timeout(150)
+        if float(box.input_value() or "nan") == float(value):
+            return
+    raise AssertionError(f"#{elem_id} did not take the value {value}")
 
 
 def number(page, elem_id: str) -> float:
