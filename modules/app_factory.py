@@ -39,7 +39,10 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
     from modules.extensions.startup import image_saved_observer, load_extensions
     from modules.models.options import ModelOptions, resolve_device
     from modules.models.registry import ModelRegistry
+    from modules.models.speed import attention_from_flags
+    from modules.models.speed import describe as describe_speed
     from modules.postprocess.services import Postprocessors
+    from modules.processing.compiled import CompileOptions, Compiler
     from modules.processing.engine import Engine
     from modules.processing.limits import request_size_check
 
@@ -56,16 +59,20 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
     model_options = ModelOptions.from_flags(
         medvram=args.medvram, lowvram=args.lowvram, device="cpu" if args.use_cpu else None,
         precision=args.precision, no_half=args.no_half, no_half_vae=args.no_half_vae, no_hashing=args.no_hashing,
+        attention=attention_from_flags(args), channels_last=getattr(args, "opt_channelslast", False),
         checkpoints_limit=options.sd_checkpoints_limit, vae=options.sd_vae,
         default_checkpoint=args.ckpt or options.sd_model_checkpoint or None,
     )
+    log.info("models: %s", describe_speed(model_options))
     registry = ModelRegistry(paths, model_options)
     extensions = load_extensions(paths, settings, args, preloaded=preloaded, builtin_dir=builtin_extensions_dir)
     postprocess = Postprocessors(paths, settings, device=resolve_device(model_options),
                                  half=not args.no_half and args.precision != "fp32")
     engine = Engine(registry, settings, paths, vae_tile_threshold=model_options.vae_tile_threshold,
                     extensions=extensions.extension_set, on_image_saved=image_saved_observer(),
-                    postprocess=postprocess, scripts=extensions.selectable)
+                    postprocess=postprocess, scripts=extensions.selectable,
+                    compiler=Compiler(CompileOptions(enabled=getattr(args, "compile", False),
+                                                     mode=getattr(args, "compile_mode", "default"))))
     preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
     size_check = request_size_check(lambda: settings.get().max_generation_pixels,
                                     resolve_device(model_options).type)

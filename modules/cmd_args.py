@@ -49,9 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--no-half", action="store_true", help="keep the model in fp32 on CUDA")
     perf.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32 on CUDA")
     perf.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    # attention and layout (A1111's names; see modules/models/speed.py): SDPA unless told otherwise
+    perf.add_argument("--opt-sdp-attention", action="store_true",
+                      help="PyTorch scaled-dot-product attention (the default)")
+    perf.add_argument("--opt-sdp-no-mem-attention", action="store_true",
+                      help="SDPA without the memory-efficient kernel (repeatable images on CUDA)")
+    perf.add_argument("--disable-opt-split-attention", action="store_true",
+                      help="plain matmul+softmax attention (the reference; slowest, most memory)")
+    perf.add_argument("--xformers", action="store_true", help="accepted for A1111 habits; SDPA is used")
+    perf.add_argument("--opt-channelslast", action="store_true", help="the UNet in channels_last memory layout")
     perf.add_argument("--medvram", action="store_true", help="model CPU offload")
     perf.add_argument("--lowvram", action="store_true", help="sequential CPU offload")
     perf.add_argument("--use-cpu", action="store_true", help="run on the CPU even when CUDA exists")
+    perf.add_argument("--compile", action="store_true",
+                      help="torch.compile the UNet and VAE decoder (warm-up once per image size and batch size)")
+    perf.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"], default="default",
+                      help="torch.compile mode with --compile (reduce-overhead adds CUDA graphs)")
     ext = p.add_argument_group("extensions")
     ext.add_argument("--disable-all-extensions", action="store_true", help="load no extensions at all")
     ext.add_argument("--disable-extra-extensions", action="store_true", help="load only built-in extensions")

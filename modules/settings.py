@@ -104,6 +104,10 @@ class Options(BaseModel):
     control_net_no_detectmap: bool = False
     # ControlNet units the txt2img / img2img panels show (read when the UI is built: a restart applies it).
     control_net_unit_count: int = Field(3, ge=1, le=10)
+    # VAE memory modes for decoding (modules/processing/vae_modes.py): tiles (peak memory no longer
+    # grows with the image; pixels differ slightly at the seams) and one image of a batch at a time.
+    vae_tiling: bool = False
+    vae_slicing: bool = False
 
     @classmethod
     def known_names(cls) -> frozenset[str]:

@@ -753,6 +753,8 @@ class ApiService:
         for secret in ("api_auth", "gradio_auth"):  # never hand credentials to whoever asks
             if flags.get(secret):
                 flags[secret] = "********"
+        # what the attention flags resolved to (SDPA when none is given), as the models load it
+        flags["attention"] = self.registry.options.attention
         return flags
 
     # =========================================================================== lists

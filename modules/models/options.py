@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
+from .speed import ATTENTIONS
+
 
 class MemoryMode(str, Enum):
     NONE = "none"
@@ -29,6 +31,8 @@ class ModelOptions:
     no_half: bool = False  # everything in fp32
     no_half_vae: bool = False  # the VAE in fp32
     memory_mode: MemoryMode = MemoryMode.NONE
+    attention: str = "sdpa"  # see modules/models/speed.py: sdpa | sdpa-no-mem | classic
+    channels_last: bool = False  # the UNet in channels_last memory layout (--opt-channelslast)
     vae_tile_threshold: int = 1536  # decode tiled when width or height (pixels) exceeds this; 0 = never
     no_hashing: bool = False
     checkpoints_limit: int = 1  # checkpoints kept loaded (LRU)
@@ -38,6 +42,8 @@ class ModelOptions:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
         if self.checkpoints_limit < 1:
             raise ValueError(f"checkpoints_limit must be at least 1, got {self.checkpoints_limit}")
         if self.vae_tile_threshold < 0:

@@ -293,6 +293,9 @@ class ModelRegistry:
         base_pipe = entry.base.pipe
         offloaded = self._offloaded()
         vae = load_vae_file(vae_info.path, base_pipe.vae, dtype=base_pipe.vae.dtype, device=None if offloaded else _device_of(base_pipe))
+        from .speed import set_attention
+
+        set_attention(vae, self.options.attention)
         if offloaded and self.options.memory_mode is MemoryMode.LOWVRAM:
             from accelerate import cpu_offload
 

@@ -491,7 +491,11 @@ def _enable_upcast_attention(unet) -> None:
 
 
 def place_pipeline(pipe, options: ModelOptions, device: torch.device) -> list[str]:
-    """Move the pipeline to its device, or set up CPU offload for --medvram / --lowvram."""
+    """Set the speed options (attention, memory layout), then move the pipeline to its device, or
+    set up CPU offload for --medvram / --lowvram."""
+    from .speed import apply_speed_options
+
+    apply_speed_options(pipe, options)
     mode = options.memory_mode
     if mode is not MemoryMode.NONE and device.type != "cpu":
         if mode is MemoryMode.MEDVRAM:

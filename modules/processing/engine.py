@@ -48,12 +48,14 @@ from modules.paths import Paths
 from modules.postprocess import image_finish
 from modules.postprocess.services import Postprocessors
 from modules.processing import extra_networks, hires as hires_mod, image_ops, latents as latent_ops, samplers, tiling
+from modules.processing.compiled import Compiler
 from modules.processing.composable import ComposableConditioning
 from modules.processing.conditioning import PromptEncoder, ScheduledConditioning
 from modules.processing.job_state import BatchState, JobState
 from modules.processing.latent_upscale import is_latent_mode, upscale_latents
 from modules.processing.noise import NoiseSpec, create_noise, resolve_seeds
 from modules.processing.sampling import LatentInpaint, SamplingJob, SamplingOutcome, denoise
+from modules.processing.vae_modes import vae_memory_modes
 from modules.settings import Options, SettingsStore
 
 if TYPE_CHECKING:
@@ -87,8 +89,10 @@ class Engine:
     def __init__(self, models: ModelProvider, settings: SettingsStore, paths: Paths,
                  vae_tile_threshold: Optional[int] = None, extensions: Optional[ExtensionSet] = None,
                  on_image_saved: Optional[Callable[[SavedImage], None]] = None,
-                 postprocess: Optional[Postprocessors] = None, scripts: Optional["ScriptSet"] = None) -> None:
+                 postprocess: Optional[Postprocessors] = None, scripts: Optional["ScriptSet"] = None,
+                 compiler: Optional[Compiler] = None) -> None:
         self._models = models
+        self._compiler = compiler if compiler is not None else Compiler()  # --compile; off: eager modules
         self._scripts = scripts  # selectable scripts (X/Y/Z plot...): run when request.script is set
         # upscalers (hires fix), face restoration, NSFW checker: the app's one set of them
         self._postprocess = postprocess if postprocess is not None else Postprocessors(paths, settings)
@@ -106,6 +110,10 @@ class Engine:
     @property
     def postprocess(self) -> Postprocessors:
         return self._postprocess
+
+    @property
+    def compiler(self) -> Compiler:
+        return self._compiler
 
     # ------------------------------------------------------------------ entry point
     def generate(self, request: GenerationRequest, control: Optional[JobControl] = None) -> GenerationResult:
@@ -243,7 +251,7 @@ class Engine:
                                              is_sdxl=model.family.is_xl)
         unet_step = _unet_step_hook(job, batch, hooks)
         sampling = SamplingJob(
-            unet=model.unet, device=device, scheduler=scheduler, cond=batch.cond, uncond=batch.uncond,
+            unet=self._unet(job), device=device, scheduler=scheduler, cond=batch.cond, uncond=batch.uncond,
             cfg_scale=request.cfg_scale, steps=request.steps, noise=noise, generators=generators,
             init_latents=inputs.init_latents, start_latents=_masked_content_start(request, inputs, noise),
             strength=1.0 if request.mode is Mode.TXT2IMG else request.denoising_strength,
@@ -336,7 +344,7 @@ class Engine:
             inpaint = _latent_inpaint(model, pictures, [Image.new("L", (width, height), 255)] * n, blend=False,
                                       mask_weight=job.options.inpainting_mask_weight if images is not None else 1.0)
         sampling = SamplingJob(
-            unet=model.unet, device=model.device,
+            unet=self._unet(job), device=model.device,
             scheduler=samplers.build_scheduler(plan.sampler, model.pipe.scheduler.config, seeds=batch.seeds,
                                                is_sdxl=model.family.is_xl),
             cond=cond, uncond=uncond, cfg_scale=plan.cfg_scale, steps=plan.steps, run_steps=plan.run_steps,
@@ -377,12 +385,15 @@ class Engine:
         a batched pass rounds differently from a lone one, so only then does image i equal the lone
         job with its seed; it also caps the decode's peak memory."""
         t = time.perf_counter()
-        model, images = job.model, []
-        scaled = unscale_latents(model.vae, batch.latents)
-        for part in (scaled.split(1) if job.options.batch_per_image else (scaled,)):
-            outcome = decode_latents(model.vae, part, self._vae_tile_threshold)
-            _add_warnings(job.result, [outcome.warning] if outcome.warning else [])
-            images.extend(latent_ops.tensor_to_pil(outcome.images))
+        model, images, options = job.model, [], job.options
+        vae, notes = model.vae, job.result.warnings
+        scaled = unscale_latents(vae, batch.latents)
+        with vae_memory_modes(vae, tiling=options.vae_tiling, slicing=options.vae_slicing):
+            for part in (scaled.split(1) if options.batch_per_image else (scaled,)):
+                decode = lambda p=part: decode_latents(vae, p, self._vae_tile_threshold)  # noqa: E731
+                outcome = self._compiler.decode(vae, part, decode, notes, skip=_compile_skip(job))
+                _add_warnings(job.result, [outcome.warning] if outcome.warning else [])
+                images.extend(latent_ops.tensor_to_pil(outcome.images))
         if inputs.prepared:
             images = [image_ops.composite_inpaint(img, prep) for img, prep in zip(images, inputs.prepared)]
         batch.images = images
@@ -480,6 +491,10 @@ class Engine:
                  request.steps, result.sampler_name, result.scheduler, len(result.images),
                  result.timings.total_s, " (interrupted)" if result.interrupted else "")
 
+    def _unet(self, job: JobState):
+        """The UNet the denoising loop calls: compiled under --compile (see modules/processing/compiled.py)."""
+        return self._compiler.unet(job.model.unet, job.result.warnings, skip=_compile_skip(job))
+
     def _encoder(self, model: LoadedModel) -> PromptEncoder:
         encoder = self._encoders.get(model.pipe)
         if encoder is None:
@@ -496,6 +511,11 @@ def _add_warnings(result: GenerationResult, warnings: Iterable[str]) -> None:
     for warning in warnings:
         if warning not in result.warnings:
             result.warnings.append(warning)
+
+
+def _compile_skip(job: JobState) -> Optional[str]:
+    # seamless tiling makes per-job copies of the UNet and VAE: compiling them would recompile every job
+    return "seamless tiling uses per-job copies of the model" if job.request.tiling else None
 
 
 def _unet_step_hook(job: JobState, batch: BatchState, hooks: JobHooks) -> Optional[Callable[[UNetStep], dict]]:

@@ -149,6 +149,9 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
     blocks = (1 if plain else composed.count) + (1 if use_cfg else 0)
     step_kwargs = _step_kwargs(sched, job.generators, job.step_options)
     inpaint = job.inpaint
+    blend_mask = None
+    if inpaint is not None and inpaint.blend and job.init_latents is not None:
+        blend_mask = inpaint.mask.to(device, dtype)  # once, not every step
     extra_channels = None
     if inpaint is not None and inpaint.masked_image_latents is not None:
         extra_channels = torch.cat([inpaint.mask, inpaint.masked_image_latents], dim=1).to(device, dtype)
@@ -213,12 +216,13 @@ def denoise(job: SamplingJob, on_step: StepCallback, should_stop: StopCheck) -> 
         out = sched.step(pred, t, latents, **step_kwargs, return_dict=True)
         latents = out.prev_sample.to(dtype)
         last_x0 = getattr(out, "pred_original_sample", None)
-        if inpaint is not None and inpaint.blend and job.init_latents is not None:
+        if blend_mask is not None:
             known = job.init_latents
             if i < total - 1:
-                known = sched.add_noise(known.float(), noise, timesteps[i + 1:i + 2].repeat(batch))
-            mask = inpaint.mask.to(device, dtype)
-            latents = (1 - mask) * known.to(dtype) + mask * latents
+                # one timestep, broadcast over the batch: schedulers without a begin index look
+                # each timestep up with a host-device sync (.item()), so one lookup, not B
+                known = sched.add_noise(known.float(), noise, timesteps[i + 1:i + 2])
+            latents = (1 - blend_mask) * known.to(dtype) + blend_mask * latents
         done = i + 1
         preview_source = last_x0 if last_x0 is not None else latents
         on_step(done, total, lambda src=preview_source: src)

@@ -69,6 +69,7 @@ def test_prompt_styles_memory_flags(client):
     assert memory["ram"]["total"] > 0 and "cuda" in memory
     flags = client.get("/sdapi/v1/cmd-flags").json()
     assert flags["port"] == 7860 and flags["use_cpu"] is True and flags["api_auth"] is None
+    assert flags["attention"] == "sdpa" and flags["opt_sdp_attention"] is False  # SDPA by default, no flag needed
 
 
 def test_options_get_and_set(client):
