@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from modules.models.original_layout import _UNET_RESNET, _rename_head, unet_prefix_map
+from modules.models.original_layout import unet_key_to_original, unet_prefix_map
 
 CONTROL_PREFIX = "control_model."
 HINT = "input_hint_block."
@@ -98,17 +98,9 @@ def controlnet_to_original(state: Mapping[str, Any], config: Mapping[str, Any], 
             _, _, i, leaf = key.split(".", 3)
             name = f"{HINT}{2 * (int(i) + 1)}.{leaf}"
         else:
-            name = _unet_key(key, rules)
+            name = unet_key_to_original(key, rules)
         out[prefix + name] = value
     return out
-
-
-def _unet_key(key: str, rules) -> str:
-    for dif, orig, is_resnet in rules:
-        if key.startswith(dif):
-            rest = key[len(dif):]
-            return orig + (_rename_head(rest, _UNET_RESNET) if is_resnet else rest)
-    raise KeyError(f"no original-layout name for ControlNet key {key!r}")
 
 
 __all__ = ["CONTROL_PREFIX", "is_original_layout", "is_diffusers_layout", "strip_prefix", "layers_per_block",

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules import grids
 from modules.extensions.selectable import ScriptArgsError, ScriptRun, ScriptServices, SelectableScript
 from modules.generation.request import GenerationRequest, MaskedContent
 from modules.generation.result import GenerationResult
@@ -105,12 +104,7 @@ class Loopback(SelectableScript):
                 shown.append(last)
             if run.interrupted:
                 break
-        if len(shown) > 1:
-            grid = grids.image_grid([item[0] for item in shown], rows=1)
-            _, params, text, _, sub = shown[0]
-            out.add_grid(grid, params, text, run.save_grid(grid, params, text, sub))
-        for image, params, text, path, sub in shown:
-            out.add(image, params, text, path, sub)
+        out.add_with_grid(shown, rows=1)
         return out.finish()
 
     def ui(self, is_img2img: bool) -> list[Any]:

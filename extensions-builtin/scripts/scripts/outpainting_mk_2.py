@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules import grids
 from modules.extensions.selectable import ScriptArgsError, ScriptRun, ScriptServices, SelectableScript
 from modules.generation.request import (MAX_SIZE, GenerationRequest, InpaintArea, InpaintOptions, MaskedContent,
                                         Mode, ResizeMode)
@@ -150,12 +149,7 @@ class OutpaintingMk2(SelectableScript):
                 picture = keep_original(picture, init, exp)
                 params, text = with_fields(result.params[j], sub, {}, width=exp.width, height=exp.height)
                 shown.append((picture, params, text, save_sample(run, picture, params, text, sub), sub))
-        if len(shown) > 1:
-            grid = grids.image_grid([s[0] for s in shown])
-            _, params, text, _, sub = shown[0]
-            out.add_grid(grid, params, text, run.save_grid(grid, params, text, sub))
-        for picture, params, text, path, sub in shown:
-            out.add(picture, params, text, path, sub)
+        out.add_with_grid(shown)
         return out.finish()
 
     def ui(self, is_img2img: bool) -> list[Any]:

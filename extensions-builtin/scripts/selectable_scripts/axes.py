@@ -7,7 +7,7 @@ Extensions add their own with `register_axis(AxisType(...))`; they follow the bu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import permutations
 from typing import Any, Callable, Optional
 

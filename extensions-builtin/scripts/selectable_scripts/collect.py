@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from PIL import Image
 
-from modules import infotext as infotext_mod
+from modules import grids, infotext as infotext_mod
 from modules.extensions.selectable import ScriptRun
 from modules.generation.request import GenerationRequest, Mode
 from modules.generation.result import GenerationResult, ImageParams
@@ -68,6 +68,17 @@ class Collector:
             getattr(self.result, name).insert(n, value)
         self._paths.insert(n, path)
         self.result.grids += 1
+
+    def add_with_grid(self, shown: list[tuple[Image.Image, ImageParams, str, Optional[str], GenerationRequest]],
+                      rows: Optional[int] = None) -> None:
+        """Pictures (image, params, infotext, saved path, request) after a grid of them when there is
+        more than one; the grid takes the first picture's parameters, as A1111's does."""
+        if len(shown) > 1:
+            grid = grids.image_grid([item[0] for item in shown], rows=rows)
+            _, params, text, _, sub = shown[0]
+            self.add_grid(grid, params, text, self.run.save_grid(grid, params, text, sub))
+        for image, params, text, path, sub in shown:
+            self.add(image, params, text, path, sub)
 
     def add_result(self, sub: GenerationResult, request: GenerationRequest) -> None:
         """Every image of a sub-job as it is (already saved by the engine when it saves)."""
