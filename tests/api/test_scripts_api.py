@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from modules.generation.request import GenerationRequest, ScriptCall
+from modules.generation.request import GenerationRequest
 from tests.api.conftest import MODEL_A, MODEL_B
 from tests.api.helpers import decode, wait_for
 
@@ -239,3 +239,16 @@ def test_progress_counts_every_cell_and_interrupt_keeps_a_partial_grid(ctx):
     assert 1 <= done < 4
     assert result.images[0].size == result.images[0].size and result.images[0].width > 128
     assert result.images[0].height > 128  # still 2 rows: the missing cells are black
+
+
+@pytest.mark.parametrize("axis,values,key,expected", [
+    ("Hires sampler", "DDIM, Heun", "Hires sampler", ["DDIM", "Heun"]),
+    ("Hires upscaler", "Latent, Lanczos", "Hires upscaler", ["Latent", "Lanczos"]),
+    ("Denoising", "0.3, 0.6", "Denoising strength", ["0.3", "0.6"]),
+])
+def test_hires_axis_types_change_their_parameter(client, axis, values, key, expected):
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 1, "denoising_strength": 0.5}
+    data, info = run_xyz(client, xyz_args(ix(axis), values), **hires)
+    cells = [params_of(t) for t in info["infotexts"][1:]]
+    assert [c.get(key) for c in cells] == expected
+    assert all(c["Hires upscale"] == "1.5" for c in cells)
