@@ -1,6 +1,7 @@
 """Start the web UI (and/or the A1111-compatible API) on 127.0.0.1:7860 by default.
 
     python launch.py [--listen] [--port 7860] [--api | --nowebui] [--share] ...   (see --help)
+    python launch.py --ray [ADDRESS] [--ray-replicas N] ...   the engine on Ray Serve replicas
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from modules.app_factory import create_context
     from modules.extensions.startup import app_started
 
-    ctx = create_context(args, preloaded=preloaded)
+    remote = None
+    if args.ray is not None:  # scale-out: the engine runs on Ray Serve replicas (modules/serve/)
+        from modules.serve.launcher import start_ray
+
+        remote = start_ray(args)
+    ctx = create_context(args, preloaded=preloaded, remote=remote)
     if args.nowebui:
         from modules.api.server import serve_api
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from modules.app_context import AppContext
 from modules.extensions.types import ExtensionCatalog
 from modules.jobs.queue import JobQueue
 from modules.paths import EXTENSIONS_BUILTIN_DIR, Paths
 from modules.settings import Options, SettingsStore
+
+if TYPE_CHECKING:
+    from modules.serve.dispatch import RemoteEngine
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,11 @@ def build_settings(args: argparse.Namespace, paths: Paths) -> SettingsStore:
 
 
 def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCatalog] = None,
-                   builtin_extensions_dir: Optional[Path] = EXTENSIONS_BUILTIN_DIR) -> AppContext:
+                   builtin_extensions_dir: Optional[Path] = EXTENSIONS_BUILTIN_DIR,
+                   remote: Optional["RemoteEngine"] = None) -> AppContext:
     """`preloaded`: the catalog `preload.parse_args_with_extensions` ran preload.py on (its errors
-    are listed with the rest)."""
+    are listed with the rest). `remote` (--ray): generations run on its Ray Serve replicas, one
+    queue worker per replica, and this process loads no model."""
     from modules.extensions.startup import image_saved_observer, load_extensions
     from modules.models.options import ModelOptions, resolve_device
     from modules.models.registry import ModelRegistry
@@ -76,8 +81,12 @@ def create_context(args: argparse.Namespace, *, preloaded: Optional[ExtensionCat
     preview_every = options.show_progress_every_n_steps if options.live_previews_enable else 0
     size_check = request_size_check(lambda: settings.get().max_generation_pixels,
                                     resolve_device(model_options).type)
-    queue = JobQueue(engine.generate, preview_every=preview_every, max_pending=options.queue_max_pending,
-                     admit=size_check)
+    generate, workers = engine.generate, 1
+    if remote is not None:
+        registry.loads_here = False
+        generate, workers = remote.bind(settings, registry, paths).generate, remote.workers
+    queue = JobQueue(generate, preview_every=preview_every, max_pending=options.queue_max_pending,
+                     admit=size_check, workers=workers)
     settings.on_change(lambda old, new: apply_model_settings(registry, queue, old, new))
     ctx = AppContext(args=args, paths=paths, settings=settings, registry=registry, queue=queue,
                      extensions=extensions, postprocess=postprocess)

@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--disable-extra-extensions", action="store_true", help="load only built-in extensions")
     ext.add_argument("--enable-insecure-extension-access", action="store_true",
                      help="allow installing extensions from the UI/API even when listening beyond loopback")
+    scale = p.add_argument_group("scale-out (Ray Serve; modules/serve/)")
+    scale.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run jobs on Ray Serve replicas: start a local Ray cluster, or join the one at "
+                            "ADDRESS ('auto' or host:port)")
+    scale.add_argument("--ray-replicas", type=int, default=None, metavar="N",
+                       help="engine replicas (default: one per GPU in the cluster, else 1 CPU replica)")
+    scale.add_argument("--ray-config", default=None, metavar="FILE",
+                       help="YAML/JSON with Ray Serve deployment options (num_replicas, autoscaling_config, "
+                            "ray_actor_options, ...) and save / max_attempts / threads")
+    scale.add_argument("--ray-threads", type=int, default=None, metavar="N",
+                       help="torch threads per replica (default: the replica's num_cpus)")
+    scale.add_argument("--ray-save", choices=["replicas", "frontend"], default=None,
+                       help="who writes outputs: the replicas, to the shared outputs folder (default), or this process")
+    scale.add_argument("--ray-max-attempts", type=int, default=None, metavar="N",
+                       help="runs of a job whose replica dies under it before the client gets an error (default 3)")
     return p
 
 

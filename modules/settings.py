@@ -18,6 +18,9 @@ from modules.a1111_options import A1111_DEFAULTS, coerce as coerce_a1111
 from modules.atomic_write import write_json_atomic
 from modules.postprocess.face_restoration.catalog import FaceRestorerName
 
+# A1111's live preview renderers (`show_progress_type`); see Options for what each does here.
+PreviewType = Literal["Full", "Approx NN", "Approx cheap", "TAESD"]
+
 
 class Options(BaseModel):
     """Option names are A1111's, so `/sdapi/v1/options` clients and old config files work.
@@ -61,6 +64,11 @@ class Options(BaseModel):
     # live previews
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = Field(5, ge=0, le=100)
+    # how a preview is drawn (A1111's names and default): "Full" = a real VAE decode of the preview
+    # latents; "Approx cheap" = a linear latent->RGB map (SD1/SD2 and SDXL latents), no extra model.
+    # "Approx NN" and "TAESD" need decoder weights this app does not ship: they draw as "Approx
+    # cheap". A small VAE (the embedded model) is always decoded for real: that costs no more.
+    show_progress_type: PreviewType = "Approx NN"
     # defaults for new jobs
     default_sampler: str = "DPM++ 2M"
     default_scheduler: str = "Automatic"
@@ -192,6 +200,14 @@ class SettingsStore:
         for listener in self._listeners:
             listener(old, new)
         return new
+
+    def adopt(self, options: Options) -> None:
+        """Take settings another process saved (a Ray replica adopts the front end's): the
+        listeners act on them, nothing is written."""
+        with self._lock:
+            old, self._options = self._options, options
+        for listener in self._listeners:
+            listener(old, options)
 
     @staticmethod
     def _read(path: Optional[Path]) -> Options:

@@ -36,9 +36,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                             "directories_filename_pattern", "grid_save", "grid_format", "jpeg_quality"),
     "Paths for saving": ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples",
                          "outdir_extras_samples", "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids"),
-    "Stable Diffusion": ("sd_checkpoints_limit", "randn_source"),
+    "Stable Diffusion": ("sd_checkpoints_limit", "randn_source", "vae_tiling", "vae_slicing"),
     "img2img": ("inpainting_mask_weight",),
-    "Live previews": ("live_previews_enable", "show_progress_every_n_steps"),
+    "Live previews": ("live_previews_enable", "show_progress_every_n_steps", "show_progress_type"),
     "Defaults": ("default_sampler", "default_scheduler", "default_steps", "default_cfg_scale"),
     "Postprocessing": ("face_restoration", "tiling", "filter_nsfw", "add_invisible_watermark"),
     "ControlNet": ("control_net_no_detectmap", "control_net_unit_count"),
@@ -69,6 +69,8 @@ LABELS = {
     "inpainting_mask_weight": "Inpainting conditioning mask strength (9-channel inpainting models)",
     "live_previews_enable": "Show live previews of the created image",
     "show_progress_every_n_steps": "Live preview display period: show a new preview every N sampling steps (0 = off)",
+    "show_progress_type": ("Live preview method: Full = a real VAE decode (slow, pretty); Approx cheap = a linear "
+                           "map of the latents (no model, nearly free); Approx NN and TAESD draw as Approx cheap here"),
     "default_sampler": "Default sampling method (new pages)",
     "default_scheduler": "Default schedule type (new pages)",
     "default_steps": "Default sampling steps (new pages)",
@@ -85,6 +87,9 @@ LABELS = {
     "SWIN_tile_overlap": "Tile overlap for SwinIR upscalers (low values = visible seam)",
     "SCUNET_tile": "Tile size for ScuNET upscalers (0 = no tiling)",
     "SCUNET_tile_overlap": "Tile overlap for ScuNET upscalers (low values = visible seam)",
+    "vae_tiling": ("VAE tiling: decode in tiles, so memory no longer grows with the image "
+                   "(pixels differ slightly at the seams)"),
+    "vae_slicing": "VAE slicing: decode a batch one image at a time (less peak memory, same pixels)",
 }
 
 CHOICES = {"default_sampler": list(SAMPLER_NAMES), "default_scheduler": list(SCHEDULE_NAMES)}

@@ -12,7 +12,8 @@ Routes and the service raise plain exceptions (the engine's, the registry's, the
          unit's model of another family than the checkpoint)
     400  a body that does not parse (not JSON, or nested too deeply)
     404  unknown sampler / schedule type / model / VAE / task (lists the valid names)
-    503  no usable model at all; the job queue is full (with Retry-After); the NSFW filter is on
+    503  no usable model at all; the job queue is full (with Retry-After); under --ray, every run of
+         the job lost its replica (max_attempts); the NSFW filter is on
          but its safety checker is not installed (the body names the folder and files)
     409  a task id that is already queued or running
     401  missing or wrong credentials (auth.py raises it)
@@ -47,6 +48,7 @@ from modules.postprocess.safety import SafetyCheckerUnavailableError
 from modules.postprocess.upscalers import UnknownUpscalerError
 from modules.processing.limits import SizeLimitError
 from modules.processing.samplers import UnknownSamplerError
+from modules.serve.dispatch import ReplicasUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +187,7 @@ class ErrorMapper:
             valid = self._names("vae" if exc.kind.lower() == "vae" else "checkpoint")
             message = f"{exc} Valid {exc.kind} names: {', '.join(valid) or '(none)'}"
             return 404, error_body(exc, message, kind=exc.kind, valid=valid, close_matches=exc.close_matches), None
-        if isinstance(exc, NoModelError):
+        if isinstance(exc, (NoModelError, ReplicasUnavailableError)):
             return 503, error_body(exc, str(exc)), None
         if isinstance(exc, SafetyCheckerUnavailableError):  # filter_nsfw is on: the server lacks the checker
             return 503, error_body(exc, str(exc)), None

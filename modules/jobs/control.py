@@ -1,7 +1,9 @@
 """What a running job shares with the outside: progress it reports, interrupt and skip it obeys.
 
 The engine only sees `JobControl`; the queue, UI and API read the same object from other
-threads, so every field is written under one lock.
+threads, so every field is written under one lock. Under --ray a job runs in a replica: the front
+end's JobControl `follow`s the replica's snapshots, and its listeners carry interrupt, skip and
+"previews watched" to the replica (modules/serve/dispatch.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 from PIL import Image
 
@@ -40,6 +42,7 @@ class ProgressSnapshot:
     textinfo: str = ""
     interrupted: bool = False
     skipped: bool = False
+    saved_paths: tuple[str, ...] = ()  # files this job has written so far (outputs)
 
     @property
     def fraction(self) -> float:
@@ -60,10 +63,14 @@ class ProgressSnapshot:
         return max(0.0, elapsed / frac - elapsed)
 
 
+Signal = Literal["interrupt", "skip", "watch"]
+
+
 class JobControl:
     """Thread-safe progress and stop flags for one job."""
 
-    def __init__(self, preview_every: int = 0) -> None:
+    def __init__(self, preview_every: int = 0, task_id: str = "") -> None:
+        self.task_id = task_id  # the queue's id for the job ("" outside a queue)
         self._lock = threading.Lock()
         self._snapshot = ProgressSnapshot()
         self._interrupt = threading.Event()
@@ -73,6 +80,24 @@ class JobControl:
         # /progress, and a preview decode per few steps costs ~10% of a small job)
         self.previews_when_watched = False
         self._watched = threading.Event()
+        self._listeners: list[Callable[[Signal], None]] = []
+
+    def add_listener(self, listener: Callable[[Signal], None]) -> Callable[[], None]:
+        """Call `listener` on each interrupt, skip and watch_previews; returns its remover."""
+        with self._lock:
+            self._listeners.append(listener)
+        return lambda: self._remove_listener(listener)
+
+    def _remove_listener(self, listener: Callable[[Signal], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _signal(self, signal: Signal) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(signal)
 
     # ---- read from other threads
     def snapshot(self) -> ProgressSnapshot:
@@ -83,10 +108,12 @@ class JobControl:
     def interrupt(self) -> None:
         self._interrupt.set()
         self._update(interrupted=True, textinfo="Interrupted")
+        self._signal("interrupt")
 
     def skip(self) -> None:
         self._skip.set()
         self._update(skipped=True)
+        self._signal("skip")
 
     # ---- used by the engine
     @property
@@ -106,7 +133,13 @@ class JobControl:
 
     def watch_previews(self) -> None:
         """Someone shows this job's live previews: render them from the next due step on."""
-        self._watched.set()
+        if not self._watched.is_set():
+            self._watched.set()
+            self._signal("watch")
+
+    @property
+    def previews_watched(self) -> bool:
+        return self._watched.is_set()
 
     def wants_preview(self, step: int) -> bool:
         if self.preview_every <= 0 or step % self.preview_every != 0:
@@ -125,6 +158,25 @@ class JobControl:
         if image is not None:
             fields["preview"] = image
         self._update(**fields)
+
+    def report_saved(self, path: str) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, saved_paths=(*self._snapshot.saved_paths, path))
+
+    def follow(self, remote: ProgressSnapshot) -> None:
+        """Mirror the progress of this job's run elsewhere (a Ray replica); the finish stays ours."""
+        fields = dict(step=remote.step, total_steps=remote.total_steps, batch_index=remote.batch_index,
+                      batch_count=remote.batch_count, updated_at=time.time(), saved_paths=remote.saved_paths)
+        if remote.state is JobState.RUNNING:
+            fields["state"] = JobState.RUNNING
+        if remote.textinfo and not self.interrupted:
+            fields["textinfo"] = remote.textinfo
+        if remote.preview is not None:
+            fields["preview"] = remote.preview
+        with self._lock:
+            if self._snapshot.started_at is None and remote.state is JobState.RUNNING:
+                fields["started_at"] = time.time()
+            self._snapshot = replace(self._snapshot, **fields)
 
     def cancel(self, textinfo: str) -> None:
         """A queued job that will never run."""

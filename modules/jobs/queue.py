@@ -1,4 +1,8 @@
-"""The one job queue: UI and API submit requests here, one worker runs them in order.
+"""The one job queue: UI and API submit requests here; workers run them in order.
+
+One worker by default (one device, one job at a time). With --ray each worker hands its job to
+a Ray Serve replica (modules/serve/), so `workers` jobs run at once while the rest wait here: the
+one line whose positions and task ids the UI and API read.
 
 A failing job resolves its own future with the exception and the worker moves on, so one bad
 request never stops the others.
@@ -68,7 +72,7 @@ class QueueFullError(RuntimeError):
 
 class JobQueue:
     def __init__(self, generate: GenerateFn, preview_every: int = 0, max_pending: int = 0,
-                 admit: Optional[AdmitFn] = None) -> None:
+                 admit: Optional[AdmitFn] = None, workers: int = 1) -> None:
         self._generate = generate
         self._preview_every = preview_every
         self._max_pending = max(0, max_pending)  # 0 = no bound
@@ -76,11 +80,13 @@ class JobQueue:
         self._lock = threading.Condition()
         self._pending: deque[Job] = deque()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._current: Optional[Job] = None
+        self._running: list[Job] = []  # oldest first
         self._closed = False
         self._counter = itertools.count()
-        self._worker = threading.Thread(target=self._run, name="job-queue-worker", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._run, name=f"job-queue-worker-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for worker in self._workers:
+            worker.start()
 
     # ---- submitting
     def submit(self, request: Union[GenerationRequest, QueueTask], task_id: Optional[str] = None,
@@ -90,8 +96,8 @@ class JobQueue:
         if self._admit is not None and isinstance(request, GenerationRequest):
             self._admit(request)
         every = self._preview_every if preview_every is None else preview_every
-        job = Job(id=task_id or f"task({uuid.uuid4().hex[:15]})", request=request,
-                  control=JobControl(preview_every=every), owner=owner)
+        job_id = task_id or f"task({uuid.uuid4().hex[:15]})"
+        job = Job(id=job_id, request=request, control=JobControl(preview_every=every, task_id=job_id), owner=owner)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the job queue is shut down")
@@ -110,9 +116,9 @@ class JobQueue:
         return self.submit(request, task_id).result()
 
     def _retry_after_s(self) -> int:
-        """A rough wait until a place frees: what the running job has left (under the lock)."""
-        eta = self._current.control.snapshot().eta_s if self._current is not None else None
-        return max(1, math.ceil(eta)) if eta is not None else 5
+        """A rough wait until a place frees: what the first running job to end has left (under the lock)."""
+        etas = [eta for eta in (job.control.snapshot().eta_s for job in self._running) if eta is not None]
+        return max(1, math.ceil(min(etas))) if etas else 5
 
     # ---- reading
     def get(self, task_id: str, owner: Optional[str] = None) -> Job:
@@ -125,18 +131,23 @@ class JobQueue:
 
     def own_job(self, owner: Optional[str] = None) -> Optional[Job]:
         """What a caller's plain /progress, /interrupt and /skip mean: without an owner (no auth)
-        the running job, as in A1111; for an owner, their running job, else their first waiting one."""
+        the running job (the oldest, when several run), as in A1111; for an owner, their running
+        job, else their first waiting one."""
         with self._lock:
             if owner is None:
-                return self._current
-            if self._current is not None and self._current.owner == owner:
-                return self._current
-            return next((job for job in self._pending if job.owner == owner), None)
+                return self._running[0] if self._running else None
+            return next((job for job in (*self._running, *self._pending) if job.owner == owner), None)
 
     @property
     def current(self) -> Optional[Job]:
+        """The oldest running job."""
         with self._lock:
-            return self._current
+            return self._running[0] if self._running else None
+
+    @property
+    def running(self) -> list[Job]:
+        with self._lock:
+            return list(self._running)
 
     def position(self, task_id: str) -> int:
         """0 while running, n when n jobs run or wait before it, -1 once finished."""
@@ -144,12 +155,15 @@ class JobQueue:
             job = self._jobs.get(task_id)
             if job is None:
                 raise UnknownTaskError(task_id)
-            if job.future.done():  # before the worker clears _current: its future resolves first
+            if job.future.done():  # before the worker clears _running: its future resolves first
                 return -1
-            if job is self._current:
+            if job in self._running:
                 return 0
-            ahead = list(self._pending).index(job)
-            return ahead + (1 if self._current is not None else 0)
+            return list(self._pending).index(job) + len(self._running)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def pending_count(self) -> int:
@@ -205,7 +219,9 @@ class JobQueue:
                 job.future.cancel()
             self._pending.clear()
             self._lock.notify_all()
-        self._worker.join(timeout)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     # ---- the worker
     def _run(self) -> None:
@@ -216,11 +232,13 @@ class JobQueue:
                 if self._closed:
                     return
                 job = self._pending.popleft()
-                self._current = job
-            self._execute(job)
-            with self._lock:
-                self._current = None
-                self._forget_old_jobs()
+                self._running.append(job)
+            try:
+                self._execute(job)
+            finally:
+                with self._lock:
+                    self._running.remove(job)
+                    self._forget_old_jobs()
 
     def _execute(self, job: Job) -> None:
         if not job.future.set_running_or_notify_cancel():

@@ -69,6 +69,8 @@ class ModelRegistry:
         self._offload_owner: Any = None  # the pipeline whose hooks are live under --medvram
         self.warnings: list[str] = []  # from the last load (e.g. a memory mode without effect)
         self._warned_default: Optional[tuple[Any, str]] = None  # the last "default unusable" logged
+        # False in a --ray front end: its replicas load models; this registry only lists and selects
+        self.loads_here = True
 
     # -- listing --------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -126,7 +128,7 @@ class ModelRegistry:
         with self._lock:
             previous = self._default
             self._default = info.path
-            if not load:
+            if not load or not self.loads_here:
                 return None
             try:
                 return self.get()
@@ -166,6 +168,9 @@ class ModelRegistry:
 
     def unload(self) -> None:
         """Drop every loaded model and free its memory."""
+        if not self.loads_here:
+            log.info("models are loaded by the Ray replicas (each keeps sd_checkpoints_limit of them); nothing to unload here")
+            return
         with self._lock:
             while self._loaded:
                 _, entry = self._loaded.popitem(last=False)
@@ -173,6 +178,9 @@ class ModelRegistry:
 
     def reload(self) -> "LoadedModel":
         """Unload everything and load the default model again from disk."""
+        if not self.loads_here:
+            log.info("models are loaded by the Ray replicas; a job loads the checkpoint it names there")
+            return None
         with self._lock:
             self.unload()
             return self.get()

@@ -268,11 +268,15 @@ class Engine:
     def _denoise(self, job: JobState, batch: BatchState, sampling: SamplingJob, offset: int, after: int,
                  what_pass: str = "") -> SamplingOutcome:
         """Run one denoising loop, reporting its steps as steps offset+1.. of offset+total+after."""
-        model, control = job.model, job.control
+        model, control, options = job.model, job.control, job.options
+
+        def preview(latents) -> Image.Image:  # the job's `show_progress_type` (read once, with its options)
+            return latent_ops.latent_preview(model.vae, latents, model.family.is_xl, options.show_progress_type,
+                                             tiling=options.vae_tiling, tile_threshold=self._vae_tile_threshold)
 
         def on_step(step: int, total: int, preview_latents) -> None:
             control.report_step(batch.index, offset + step, offset + total + after,
-                                lambda: latent_ops.latent_preview(model.vae, preview_latents(), model.family.is_xl))
+                                lambda: preview(preview_latents()))
 
         outcome = denoise(sampling, on_step, lambda: control.interrupted or control.skip_requested)
         if outcome.stopped_early:
@@ -457,6 +461,7 @@ class Engine:
                                           infotext=text, settings=save_settings(options, request),
                                           base_dir=self._paths.outputs_dir, params=params, request=request)
                 result.saved_paths.append(str(path))
+                job.control.report_saved(str(path))
                 if self._on_image_saved is not None:
                     self._on_image_saved(SavedImage(job, out, str(path), text))
         job.clock.add("save", t)
@@ -481,6 +486,7 @@ class Engine:
                                       base_dir=self._paths.outputs_dir, is_grid=True,
                                       params=result.params[0], request=request)
             result.grid_path = str(path)
+            job.control.report_saved(str(path))
 
     def _finish(self, job: JobState, started: float) -> None:
         spent, result, request = job.clock.spent, job.result, job.request

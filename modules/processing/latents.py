@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from PIL import Image
+
+from modules.models.vae_decode import decode_latents, unscale_latents
+from modules.processing.vae_modes import vae_memory_modes
+from modules.settings import PreviewType
 
 # Linear latent→RGB maps (A1111's "Approx cheap"), for full-size SD VAEs where decoding each
 # preview would cost as much as a sampling step.
@@ -44,13 +50,37 @@ def encode_images(vae, images: torch.Tensor) -> torch.Tensor:
     return dist.mean * scaling_factor(vae)
 
 
-def latent_preview(vae, latents: torch.Tensor, family_is_xl: bool) -> Image.Image:
-    """A quick RGB look at the first image of a batch of (predicted) latents."""
-    first = latents[:1]
-    if sum(p.numel() for p in vae.parameters()) < SMALL_VAE_PARAMS:
-        decoded = vae.decode(first.to(vae.dtype) / scaling_factor(vae), return_dict=False)[0]
-        return tensor_to_pil(decoded)[0]
+LATENT_RGB_CHANNELS = 4  # the linear maps are for SD1/SD2 and SDXL latents
+
+
+def approx_cheap_preview(latents: torch.Tensor, family_is_xl: bool, scale: int = 8) -> Image.Image:
+    """The first image of a batch of latents through the family's linear latent→RGB map, shown at
+    pixel size (each latent pixel becomes a `scale`×`scale` block; the SD and SDXL VAEs the maps
+    are for all scale by 8): no model runs."""
     factors = torch.tensor(SDXL_LATENT_RGB if family_is_xl else SD1_LATENT_RGB, dtype=torch.float32)
-    rgb = torch.einsum("chw,cr->hwr", first[0].float().cpu(), factors)
+    rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), factors)
     arr = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
-    return Image.fromarray(arr).resize((first.shape[-1] * 8, first.shape[-2] * 8), Image.Resampling.NEAREST)
+    return Image.fromarray(arr).resize((latents.shape[-1] * scale, latents.shape[-2] * scale),
+                                       Image.Resampling.NEAREST)
+
+
+def full_preview(vae, latents: torch.Tensor, tiling: bool = False, tile_threshold: Optional[int] = None) -> Image.Image:
+    """A real VAE decode of the first image of a batch of (diffusion-space) latents, with the job's
+    tiling setting and the fp32 retry of the final decode."""
+    with vae_memory_modes(vae, tiling=tiling):
+        outcome = decode_latents(vae, unscale_latents(vae, latents[:1]), tile_threshold)
+    return tensor_to_pil(outcome.images)[0]
+
+
+def latent_preview(vae, latents: torch.Tensor, family_is_xl: bool, kind: PreviewType = "Approx cheap",
+                   tiling: bool = False, tile_threshold: Optional[int] = None) -> Image.Image:
+    """A live preview of the first image of a batch of (predicted) latents, as `kind` says.
+
+    "Approx NN" and "TAESD" need small decoder weights this app does not ship: they give the
+    "Approx cheap" picture. A small VAE (the embedded model), or latents the linear maps do not
+    fit, are decoded for real whatever the kind: that costs no more than the approximation.
+    """
+    if (kind == "Full" or latents.shape[1] != LATENT_RGB_CHANNELS
+            or sum(p.numel() for p in vae.parameters()) < SMALL_VAE_PARAMS):
+        return full_preview(vae, latents, tiling=tiling, tile_threshold=tile_threshold)
+    return approx_cheap_preview(latents, family_is_xl)
