@@ -30,6 +30,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
         remote = start_ray(args)
     ctx = create_context(args, preloaded=preloaded, remote=remote)
+    ctx.registry.prefetch_hash()  # the default model's sha256 in the background, off the first job's path
     if args.nowebui:
         from modules.api.server import serve_api
 

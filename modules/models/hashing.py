@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -126,6 +127,10 @@ class Hasher:
 
     def __init__(self, cache: Optional[HashCache] = None):
         self.cache = cache if cache is not None else HashCache(None)
+        # one computation per file at a time: a start-up prefetch and a load asking for the same
+        # hash share one read of the file
+        self._inflight: dict[str, Future] = {}
+        self._lock = threading.Lock()
 
     def cached(self, path: Path) -> Optional[str]:
         return self.cache.get(path)
@@ -135,10 +140,26 @@ class Hasher:
         hit = self.cache.get(path)
         if hit is not None:
             return hit
-        stat = _stat_key(path)  # taken before reading: a file changing meanwhile is hashed again later
-        sha = self._folder_sha256(path) if path.is_dir() else sha256_file(path)
-        self.cache.put(path, sha, stat)
-        return sha
+        key = str(path.resolve())
+        with self._lock:
+            running = self._inflight.get(key)
+            owner = running is None
+            if owner:
+                running = self._inflight[key] = Future()
+        if not owner:
+            return running.result()
+        try:
+            stat = _stat_key(path)  # taken before reading: a file changing meanwhile is hashed again later
+            sha = self._folder_sha256(path) if path.is_dir() else sha256_file(path)
+            self.cache.put(path, sha, stat)
+            running.set_result(sha)
+            return sha
+        except BaseException as exc:
+            running.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
 
     def _folder_sha256(self, folder: Path) -> str:
         """Hash of a folder: sha256 over each defining file's relative path and sha256."""

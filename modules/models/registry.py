@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -185,6 +186,17 @@ class ModelRegistry:
             self.unload()
             return self.get()
 
+    def prefetch_hash(self) -> None:
+        """Start hashing the default checkpoint now (start-up), so neither the first title nor the
+        first load waits for it; a later request for the same hash joins this one."""
+        if self.catalog.no_hashing:
+            return
+        try:
+            info = self._default_info()
+        except NoModelError:
+            return
+        _in_background(self.catalog.ensure_hash, info)
+
     # -- internals ------------------------------------------------------------------------------
     def _usable(self, info: CheckpointInfo) -> CheckpointInfo:
         """The entry if usable; else the precise error (unsafe pickle, truncated, unsupported...)."""
@@ -264,13 +276,16 @@ class ModelRegistry:
         from .loaded import LoadedModel
         from .single_file import load_checkpoint_file, load_diffusers_folder
 
-        info = self.catalog.ensure_hash(info)
         log.info("loading %s", info.title)
         started = time.perf_counter()
+        # hashing (for the title and infotext) reads the file beside the load instead of before it:
+        # sha256 and file reads release the GIL, so a cold start pays max(load, hash), not the sum
+        hashing = _in_background(self.catalog.ensure_hash, info)
         if info.kind == "diffusers":
             built = load_diffusers_folder(info.path, self.options)
         else:
             built = load_checkpoint_file(info.path, self.options)
+        info = hashing.result()
         if self.options.memory_mode is MemoryMode.MEDVRAM and self._offloaded():
             self._offload_owner = built.pipe  # place_pipeline hooked it already
         self.warnings = list(built.warnings)
@@ -351,6 +366,20 @@ class ModelRegistry:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - freeing must never fail a request
             pass
+
+
+def _in_background(fn, *args) -> Future:
+    """Run fn in a daemon thread; its result or exception comes through the Future."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever reads the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="model-hash", daemon=True).start()
+    return future
 
 
 def _device_of(pipe):

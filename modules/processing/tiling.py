@@ -15,6 +15,7 @@ conditioning, LoRA's layer map) is reused, and the copies die with the job.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -70,7 +71,7 @@ def tiled(model: LoadedModel) -> TiledModel:
         return model
     pipe = model.pipe
     shared = _shared_objects(m for m in (pipe.unet, pipe.vae) if m is not None)
-    fields = {name: getattr(model, name) for name in LoadedModel.__dataclass_fields__}
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(LoadedModel) if f.init}  # not caches
     return TiledModel(**fields, tiled_unet=circular_copy(pipe.unet, shared),
                       tiled_vae=circular_copy(pipe.vae, shared))
 

@@ -53,11 +53,7 @@ class Signals:
 
 
 @dataclass(frozen=True)
-class ReplicaView:
-    """One running job as the front end sees it (GET /ray/status)."""
+class ReplicaView(ReplicaStarted):
+    """One run of a job as the front end saw it start (RemoteEngine.running / history)."""
     task_id: str
-    replica_id: str
-    pid: int
-    node: str
-    attempt: int
     model: Optional[str]
