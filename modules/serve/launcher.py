@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from modules.paths import REPO_ROOT
-from modules.serve.config import ServeConfig, config_from_args
+from modules.serve.config import ServeConfig, ServeConfigError, config_from_args
 from modules.serve.dispatch import RemoteEngine
 from modules.serve.signals import JobSignals
 
@@ -57,7 +57,10 @@ def start_ray(args: argparse.Namespace) -> RemoteEngine:
     from modules.app_factory import build_paths, build_settings
 
     models_per_replica = build_settings(args, build_paths(args)).get().sd_checkpoints_limit
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ServeConfigError as exc:
+        raise SystemExit(f"--ray: {exc}") from None
     if not ray.is_initialized():
         if config.address:
             ray.init(address=config.address, runtime_env=runtime_env(1), log_to_driver=True)
@@ -65,7 +68,8 @@ def start_ray(args: argparse.Namespace) -> RemoteEngine:
             ray.init(include_dashboard=False, runtime_env=runtime_env(1), log_to_driver=True)
             atexit.register(ray.shutdown)
     resources = ray.cluster_resources()
-    config = config.with_cluster(gpus=resources.get("GPU", 0.0), cpus=resources.get("CPU", 1.0))
+    gpus = 0.0 if getattr(args, "use_cpu", False) else resources.get("GPU", 0.0)  # --use-cpu: CPU replicas
+    config = config.with_cluster(gpus=gpus, cpus=resources.get("CPU", 1.0))
     log.info("Ray cluster: %s CPUs, %s GPUs; deploying %s replica(s) with %s each (save: %s)",
              resources.get("CPU"), resources.get("GPU", 0), config.num_replicas or config.autoscaling_config,
              config.ray_actor_options, config.save)
