@@ -25,6 +25,7 @@ ARTIFACTS = REPO / "test-artifacts" / "ui"
 
 # Console messages that are not errors of ours.
 IGNORED_CONSOLE = ("favicon.ico", "[Violation]", "Download the React DevTools")
+ABORTED_BY_RELOAD = ("AbortError: signal is aborted", "Connection errored out")
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
@@ -95,6 +96,7 @@ def browser():
 @dataclass
 class PageLog:
     errors: list[str] = field(default_factory=list)
+    reloading: bool = False  # while set, the old document's aborted requests are not errors
 
     def check(self) -> None:
         assert not self.errors, "browser console errors:\n" + "\n".join(self.errors)
@@ -105,8 +107,11 @@ def open_page(browser, url: str, log: PageLog, viewport=(1400, 1000)):
     page = context.new_page()
 
     def on_console(msg):
-        if msg.type == "error" and not any(s in msg.text for s in IGNORED_CONSOLE):
-            log.errors.append(f"console.error: {msg.text}")
+        if msg.type != "error" or any(s in msg.text for s in IGNORED_CONSOLE):
+            return
+        if log.reloading and any(s in msg.text for s in ABORTED_BY_RELOAD):
+            return
+        log.errors.append(f"console.error: {msg.text}")
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: log.errors.append(f"uncaught: {exc}"))
@@ -114,7 +119,21 @@ def open_page(browser, url: str, log: PageLog, viewport=(1400, 1000)):
     page.wait_for_selector("#txt2img_generate", timeout=60_000)
     # the page-load event has filled the controls (settings, defaults) before a test types into them
     page.wait_for_selector("body[data-sd-loaded='1']", state="attached", timeout=60_000)
+    page.sd_page_log = log
     return page
+
+
+def reload_page(page) -> None:
+    """Reload and wait for the new page's load event; gradio's requests that the reload cuts off
+    (its event stream, a pending fetch) log as errors of the old document, not of the app."""
+    log = page.sd_page_log
+    log.reloading = True
+    try:
+        page.reload()
+        page.wait_for_selector("#txt2img_generate", timeout=60_000)
+        page.wait_for_selector("body[data-sd-loaded='1']", state="attached", timeout=60_000)
+    finally:
+        log.reloading = False
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.ui import helpers as h
-from tests.ui.conftest import shot, wait_until
+from tests.ui.conftest import reload_page, shot, wait_until
 
 SMALL = 64
 pytestmark = pytest.mark.slow
@@ -120,8 +120,7 @@ def test_inpaint_brush_is_sized_to_the_picture(page, tmp_path):
     # the default 5 % of 64 px is a 3 px radius (gradio's own default is 25 px whatever the picture)
     thin = paint_one_stroke(page, tmp_path / "grey.png", 5, 3)
     assert 0 < thin < 0.25, thin
-    page.reload()
-    page.wait_for_selector("#txt2img_generate", timeout=60_000)
+    reload_page(page)
     page.wait_for_timeout(700)
     wide = paint_one_stroke(page, tmp_path / "grey.png", 30, 19)  # the slider: 30 % is 19 px
     assert wide > 3 * thin, (thin, wide)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.ui import helpers as h
-from tests.ui.conftest import PageLog, open_page, shot, start_server, wait_until
+from tests.ui.conftest import PageLog, open_page, reload_page, shot, start_server, wait_until
 
 SMALL = 64
 pytestmark = pytest.mark.slow  # browser runs; still part of the default suite and CI
@@ -280,8 +280,7 @@ def test_settings_survive_restart(browser, data_root):
         assert saved["show_progress_every_n_steps"] == 3 and saved["samples_format"] == "jpg"
         # applied without restart: the next job saves a jpg, a new page starts at 25 steps
         assert first.ctx.settings.get().samples_format == "jpg"
-        page.reload()
-        page.wait_for_selector("#txt2img_generate")
+        reload_page(page)
         wait_until(lambda: h.number(page, "txt2img_steps") == 25, 15, what="new default steps on reload")
         small_job(page)
         h.generate(page)
@@ -357,8 +356,7 @@ def test_image_tools_save_zip_folder(page, server):
 
 def test_style_selected_in_dropdown_is_used_when_generating(page, server):
     (server.data_dir / "styles.csv").write_text("name,prompt,negative_prompt\nNeon,\"neon glow, {prompt}\",dull\n")
-    page.reload()
-    page.wait_for_selector("#txt2img_generate")
+    reload_page(page)
     h.fill(page, "txt2img_prompt", "a street")
     small_job(page)
     h.choose(page, "txt2img_styles", "Neon")
