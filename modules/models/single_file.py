@@ -36,6 +36,7 @@ from .detect import (
     detect_architecture,
 )
 from .errors import CheckpointError, UnsupportedModelError
+from . import weights_fit
 from .options import MemoryMode, ModelOptions
 
 CLIP_PAD = "<|endoftext|>"
@@ -228,17 +229,10 @@ def infer_openclip_config(shapes: Mapping[str, tuple], base: Mapping[str, Any], 
 
 def _assign(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, path: Optional[Path]) -> torch.nn.Module:
     """Load `state` into a model built with empty weights; every parameter must be provided."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    if missing:
-        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise CheckpointError(path, f"{what} weights are missing from the file: {', '.join(missing[:3])}{more}")
-    for k, t in expected.items():
-        if tuple(state[k].shape) != tuple(t.shape):
-            raise CheckpointError(path, f"{what} weight {k} has shape {tuple(state[k].shape)}, expected {tuple(t.shape)}")
-    model.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
-    model.eval()
-    return model
+    problem = weights_fit.misfit(model, state, what)
+    if problem:
+        raise CheckpointError(path, problem)
+    return weights_fit.assign(model, state)
 
 
 def _empty(factory):

@@ -30,6 +30,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
+from modules.models import weights_fit
 from modules.paths import CONFIGS_DIR
 
 from .model_files import ControlModelFile, folder_weights
@@ -322,20 +323,10 @@ def _build(cls_name: str, config: Mapping[str, Any], state: Mapping[str, Any], l
             model = getattr(diffusers, cls_name).from_config(dict(config))
     except Exception as exc:  # diffusers raises ValueError/TypeError/AttributeError for odd configs
         raise ControlModelError(label, f"its config cannot build a {cls_name} ({exc})") from None
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    if missing:
-        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise ControlModelError(label, f"{cls_name} weights are missing from the file: {', '.join(missing[:3])}{more}")
-    unexpected = [k for k in state if k not in expected]
-    if unexpected:
-        more = f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
-        raise ControlModelError(label, f"the file holds weights a {cls_name} does not have: {', '.join(unexpected[:3])}{more}")
-    for k, t in expected.items():
-        if tuple(state[k].shape) != tuple(t.shape):
-            raise ControlModelError(label, f"weight {k} has shape {tuple(state[k].shape)}, expected {tuple(t.shape)}")
-    model.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    problem = weights_fit.misfit(model, state, cls_name, extra_allowed=False)
+    if problem:
+        raise ControlModelError(label, problem)
+    return weights_fit.assign(model, state).requires_grad_(False)
 
 
 def _global_pooling(file: ControlModelFile) -> bool:
