@@ -30,6 +30,7 @@ import time
 import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import torch
@@ -457,9 +458,7 @@ class Engine:
             text = infotext_mod.build_infotext(request, params)
             result.add_image(out.image, params, text)
             if request.save_images and options.samples_save:
-                path = outputs.save_image(out.image, kind=_kind(request), seed=out.seed, prompt=out.prompt,
-                                          infotext=text, settings=save_settings(options, request),
-                                          base_dir=self._paths.outputs_dir, params=params, request=request)
+                path = save_sample(out.image, params, text, request, options, self._paths.outputs_dir)
                 result.saved_paths.append(str(path))
                 job.control.report_saved(str(path))
                 if self._on_image_saved is not None:
@@ -481,10 +480,7 @@ class Engine:
             return
         result.grid = image_finish.mark(job, outputs.make_grid(result.images))
         if request.save_images:
-            path = outputs.save_image(result.grid, kind=_kind(request), seed=result.seeds[0], prompt=request.prompt,
-                                      infotext=result.infotexts[0], settings=save_settings(options, request),
-                                      base_dir=self._paths.outputs_dir, is_grid=True,
-                                      params=result.params[0], request=request)
+            path = save_grid(result, request, options, self._paths.outputs_dir)
             result.grid_path = str(path)
             job.control.report_saved(str(path))
 
@@ -587,6 +583,21 @@ def _kind(request: GenerationRequest) -> str:
     return "txt2img" if request.mode is Mode.TXT2IMG else "img2img"
 
 
+def save_sample(image: Image.Image, params: ImageParams, infotext: str, request: GenerationRequest,
+                options: Options, outputs_dir: Path) -> Path:
+    """One generated image under outputs/, named and formatted by the settings, with its infotext."""
+    return outputs.save_image(image, kind=_kind(request), seed=params.seed, prompt=params.prompt, infotext=infotext,
+                              settings=save_settings(options, request), base_dir=outputs_dir, params=params,
+                              request=request)
+
+
+def save_grid(result: GenerationResult, request: GenerationRequest, options: Options, outputs_dir: Path) -> Path:
+    """The job's grid (`result.grid`), with the first image's seed and infotext."""
+    return outputs.save_image(result.grid, kind=_kind(request), seed=result.seeds[0], prompt=request.prompt,
+                              infotext=result.infotexts[0], settings=save_settings(options, request),
+                              base_dir=outputs_dir, is_grid=True, params=result.params[0], request=request)
+
+
 def save_settings(options: Options, request: GenerationRequest) -> outputs.SaveSettings:
     kind = _kind(request)
     return outputs.SaveSettings(
@@ -598,4 +609,4 @@ def save_settings(options: Options, request: GenerationRequest) -> outputs.SaveS
     )
 
 
-__all__ = ["Engine", "SavedImage", "save_settings"]
+__all__ = ["Engine", "SavedImage", "save_grid", "save_sample", "save_settings"]

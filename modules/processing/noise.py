@@ -22,11 +22,15 @@ class JobSeeds:
     subseeds: list[int]
 
 
+def pick_seed(seed: int, rng: random.Random | None = None) -> int:
+    """A1111's -1: a random seed; any other value stays."""
+    return seed if seed != -1 else (rng or random).randrange(MAX_SEED)
+
+
 def resolve_seeds(request: GenerationRequest, rng: random.Random | None = None) -> JobSeeds:
     """-1 picks a random seed; image i gets seed + i (and subseed + i), wrapping at 2**32."""
     rng = rng or random.Random()
-    seed = request.seed if request.seed != -1 else rng.randrange(MAX_SEED)
-    subseed = request.subseed if request.subseed != -1 else rng.randrange(MAX_SEED)
+    seed, subseed = pick_seed(request.seed, rng), pick_seed(request.subseed, rng)
     n = request.n_images
     return JobSeeds(seeds=[(seed + i) % (MAX_SEED + 1) for i in range(n)],
                     subseeds=[(subseed + i) % (MAX_SEED + 1) for i in range(n)])

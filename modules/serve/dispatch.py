@@ -26,12 +26,12 @@ from typing import Any, Optional
 from modules.generation.request import GenerationRequest
 from modules.generation.result import GenerationResult
 from modules.jobs.control import JobControl
+from modules.processing.noise import pick_seed
 from modules.serve.config import ServeConfig
 from modules.serve.messages import JobFailed, JobOutcome, JobProgress, RemoteJob, ReplicaStarted, ReplicaView
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = 2**32 - 1
 HISTORY_KEPT = 256
 
 
@@ -100,16 +100,12 @@ class RemoteEngine:
 
     def _for_replicas(self, request: GenerationRequest) -> GenerationRequest:
         """Seeds fixed and the checkpoint named (the multiplexed model id)."""
-        update: dict[str, Any] = {}
-        if request.seed == -1:
-            update["seed"] = random.randrange(MAX_SEED)
-        if request.subseed == -1:
-            update["subseed"] = random.randrange(MAX_SEED)
+        update: dict[str, Any] = {"seed": pick_seed(request.seed), "subseed": pick_seed(request.subseed)}
         if request.checkpoint is None:
             title = self.registry.current_title() if self.registry is not None else None
             if title:
                 update["checkpoint"] = title
-        return request.model_copy(update=update) if update else request
+        return request.model_copy(update=update)
 
     def _run_once(self, task_id: str, request: GenerationRequest, options, control: JobControl,
                   attempt: int) -> GenerationResult:

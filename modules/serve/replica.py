@@ -72,7 +72,7 @@ def deployment_class(models_per_replica: int):
                 if signals.watched:
                     local.control.watch_previews()
                 snapshot = local.control.snapshot()
-                if snapshot != sent:
+                if snapshot is not sent:  # each change replaces the (frozen) snapshot
                     changed_preview = sent is None or snapshot.preview is not sent.preview
                     yield JobProgress(snapshot if changed_preview else _without_preview(snapshot))
                     sent = snapshot
